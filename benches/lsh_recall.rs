@@ -1,0 +1,371 @@
+//! LSH parameter study: recall@10 vs exact, candidates touched, probes and query time for
+//! bits × tables × sketch_bits × max_candidates × rerank, on
+//!  (a) clustered synthetic data (100k × 512-d non-negative, 100 clusters × 10 sub-clusters), and
+//!  (b) every `.cache/emb/*.npy` file (f32 little-endian, shape [N, D]) if any exist.
+//!
+//! Run: `cargo bench -p imgsim-algo --bench lsh_recall` (about 2–3 minutes on 2 busy cores).
+//! Options (after `--`): `--rows N` (default 100000), `--queries Q` (200), `--metric l2|cosine`
+//! (synthetic set; npy files are measured with cosine), `--no-npy`, `--npy-only`,
+//! `--max-rows N` (cap for npy files, default 200000).
+//!
+//! Every configuration is derived from one index built at the largest parameters with
+//! `MemIndex::truncated` (plane prefixes), so the sweep hashes the data only once.
+
+use imgsim_algo::lsh::{exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, SearchParams};
+use imgsim_algo::synth::{ClusterSpec, Clustered};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const K: usize = 10;
+const BITS: [u32; 4] = [8, 10, 12, 14];
+const TABLES: [u32; 3] = [4, 8, 16];
+const SKETCH: [u32; 2] = [256, 512];
+const MAX_CANDIDATES: [usize; 4] = [1000, 2000, 4000, 8000];
+const RERANK: [usize; 4] = [50, 100, 200, 400];
+/// Probe cap for the main sweep (high enough that `max_candidates` decides).
+const SWEEP_MAX_PROBES: usize = 20_000;
+
+struct Opts {
+    rows: usize,
+    queries: usize,
+    metric: Metric,
+    npy: bool,
+    synthetic: bool,
+    max_rows: usize,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        rows: 100_000,
+        queries: 200,
+        metric: Metric::L2,
+        npy: true,
+        synthetic: true,
+        max_rows: 200_000,
+    };
+    let a: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < a.len() {
+        let val = |i: usize| a.get(i + 1).cloned().unwrap_or_default();
+        match a[i].as_str() {
+            "--rows" => {
+                o.rows = val(i).parse().expect("--rows N");
+                i += 1;
+            }
+            "--queries" => {
+                o.queries = val(i).parse().expect("--queries Q");
+                i += 1;
+            }
+            "--max-rows" => {
+                o.max_rows = val(i).parse().expect("--max-rows N");
+                i += 1;
+            }
+            "--metric" => {
+                o.metric = match val(i).as_str() {
+                    "l2" => Metric::L2,
+                    "cosine" => Metric::Cosine,
+                    "ip" => Metric::InnerProduct,
+                    m => panic!("unknown metric {m}"),
+                };
+                i += 1;
+            }
+            "--no-npy" => o.npy = false,
+            "--npy-only" => o.synthetic = false,
+            _ => {} // --bench from cargo
+        }
+        i += 1;
+    }
+    o
+}
+
+/// Reads a little-endian f32 .npy file of shape [N, D] (C order).
+fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
+    let b = std::fs::read(path).map_err(|e| e.to_string())?;
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file".into());
+    }
+    let (hlen, hstart) = if b[6] == 1 {
+        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    };
+    let header = std::str::from_utf8(&b[hstart..hstart + hlen]).map_err(|e| e.to_string())?;
+    if !header.contains("'<f4'") {
+        return Err(format!("need dtype '<f4': {header}"));
+    }
+    if header.contains("'fortran_order': True") {
+        return Err("fortran order not supported".into());
+    }
+    let shape = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or("no shape")?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| format!("bad shape {shape}")))
+        .collect::<Result<_, _>>()?;
+    if dims.len() != 2 {
+        return Err(format!("need a 2-d array, shape ({shape})"));
+    }
+    let body = &b[hstart + hlen..];
+    if body.len() < dims[0] * dims[1] * 4 {
+        return Err("file shorter than its shape".into());
+    }
+    let v = body[..dims[0] * dims[1] * 4]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((v, dims[0], dims[1]))
+}
+
+struct Row {
+    bits: u32,
+    tables: u32,
+    sketch: u32,
+    max_cand: usize,
+    rerank: usize,
+    recall: f64,
+    cand: f64,
+    probes: f64,
+    us: f64,
+}
+
+/// A rough cost in "buffer accesses" for the PostgreSQL plan: a bucket probe ~2 (directory +
+/// bucket page), a candidate ~0.02 (≈50 index entries with sketches per page), an exact rerank ~3
+/// (heap tuple + out-of-line vector). Used only to rank configurations that reach the recall target.
+fn cost(r: &Row) -> f64 {
+    2.0 * r.probes + 0.02 * r.cand + 3.0 * r.rerank as f64
+}
+
+fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Metric) {
+    let rows = data.len() / dims;
+    let nq = queries.len() / dims;
+    println!("\n=== {name}: {rows} rows x {dims}-d, {nq} queries, metric {metric:?}, recall@{K} vs exact ===");
+    let t = Instant::now();
+    let truth: Vec<Vec<Neighbor>> = queries
+        .chunks_exact(dims)
+        .map(|q| exact_knn(&data, dims, q, K, metric))
+        .collect();
+    let exact_ms = t.elapsed().as_secs_f64() * 1e3 / nq as f64;
+    let t = Instant::now();
+    let big = MemIndex::build(
+        LshParams {
+            dims: dims as u32,
+            bits: *BITS.last().unwrap(),
+            tables: *TABLES.last().unwrap(),
+            sketch_bits: *SKETCH.last().unwrap(),
+            seed: LshParams::recommended(dims as u32, metric).seed,
+            metric,
+        },
+        &data,
+    )
+    .expect("build");
+    drop(data);
+    println!(
+        "exact scan: {exact_ms:.2} ms/query; hashing all rows at bits 14, 16 tables, 512-bit sketch: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut results: Vec<Row> = Vec::new();
+    println!(
+        "{:>4} {:>3} {:>6} {:>7} | {:>6} {:>6} {:>6} {:>6} | {:>7} {:>6} {:>7} {:>8}",
+        "bits",
+        "L",
+        "sketch",
+        "maxcand",
+        "rr=50",
+        "rr=100",
+        "rr=200",
+        "rr=400",
+        "cand",
+        "cand%",
+        "probes",
+        "us@rr100"
+    );
+    for &bits in &BITS {
+        for &tables in &TABLES {
+            for &sketch in &SKETCH {
+                let idx = big.truncated(bits, tables, sketch).expect("truncate");
+                for &max_cand in &MAX_CANDIDATES {
+                    let mut line = Vec::new();
+                    let (mut cand_avg, mut probes_avg, mut us100) = (0.0, 0.0, 0.0);
+                    for &rerank in &RERANK {
+                        let sp = SearchParams {
+                            k: K,
+                            max_candidates: max_cand,
+                            max_probes: SWEEP_MAX_PROBES,
+                            rerank,
+                        };
+                        let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
+                        let t = Instant::now();
+                        for (q, tr) in queries.chunks_exact(dims).zip(&truth) {
+                            let r = idx.search(q, &sp).expect("search");
+                            rc += recall(&r.neighbors, tr);
+                            cand += r.candidates;
+                            probes += r.probes;
+                        }
+                        let us = t.elapsed().as_secs_f64() * 1e6 / nq as f64;
+                        let row = Row {
+                            bits,
+                            tables,
+                            sketch,
+                            max_cand,
+                            rerank,
+                            recall: rc / nq as f64,
+                            cand: cand as f64 / nq as f64,
+                            probes: probes as f64 / nq as f64,
+                            us,
+                        };
+                        line.push(row.recall);
+                        cand_avg = row.cand;
+                        probes_avg = row.probes;
+                        if rerank == 100 {
+                            us100 = us;
+                        }
+                        results.push(row);
+                    }
+                    println!(
+                        "{bits:>4} {tables:>3} {sketch:>6} {max_cand:>7} | {:>6.3} {:>6.3} {:>6.3} {:>6.3} | {cand_avg:>7.0} {:>5.2}% {probes_avg:>7.0} {us100:>8.0}",
+                        line[0],
+                        line[1],
+                        line[2],
+                        line[3],
+                        100.0 * cand_avg / rows as f64
+                    );
+                }
+            }
+        }
+    }
+    let mut ok: Vec<&Row> = results.iter().filter(|r| r.recall >= 0.95).collect();
+    ok.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+    println!("\ncheapest configurations with recall@{K} >= 0.95 (cost = 2*probes + 0.02*candidates + 3*rerank):");
+    println!(
+        "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6} {:>7} {:>7} {:>7} {:>7}",
+        "bits", "L", "sketch", "maxcand", "rerank", "recall", "cand", "probes", "us", "cost"
+    );
+    for r in ok.iter().take(12) {
+        println!(
+            "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6.3} {:>7.0} {:>7.0} {:>7.0} {:>7.0}",
+            r.bits,
+            r.tables,
+            r.sketch,
+            r.max_cand,
+            r.rerank,
+            r.recall,
+            r.cand,
+            r.probes,
+            r.us,
+            cost(r)
+        );
+    }
+    if ok.is_empty() {
+        println!("  (none)");
+    }
+
+    // The recommended defaults, and the effect of a probe cap on them.
+    let rec = LshParams::recommended(dims as u32, metric);
+    let base = SearchParams::recommended(K);
+    println!(
+        "\nrecommended defaults (LshParams::recommended / SearchParams::recommended): bits {}, tables {}, sketch {}, max_candidates {}, max_probes {}, rerank {}",
+        rec.bits, rec.tables, rec.sketch_bits, base.max_candidates, base.max_probes, base.rerank
+    );
+    let idx = big
+        .truncated(rec.bits, rec.tables, rec.sketch_bits)
+        .expect("truncate");
+    let counts = idx.bucket_counts();
+    println!(
+        "  non-empty buckets per table: {:.0} of {} (avg {:.1} rows per non-empty bucket)",
+        counts.iter().sum::<usize>() as f64 / counts.len() as f64,
+        1u64 << rec.bits,
+        rows as f64 * counts.len() as f64 / counts.iter().sum::<usize>() as f64
+    );
+    println!(
+        "{:>10} | {:>6} {:>7} {:>7} {:>7}",
+        "max_probes", "recall", "cand", "probes", "us"
+    );
+    for max_probes in [25, 50, 100, 200, 400, 800, 20_000] {
+        let sp = SearchParams { max_probes, ..base };
+        let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
+        let t = Instant::now();
+        for (q, tr) in queries.chunks_exact(dims).zip(&truth) {
+            let r = idx.search(q, &sp).expect("search");
+            rc += recall(&r.neighbors, tr);
+            cand += r.candidates;
+            probes += r.probes;
+        }
+        println!(
+            "{max_probes:>10} | {:>6.3} {:>7.0} {:>7.0} {:>7.0}",
+            rc / nq as f64,
+            cand as f64 / nq as f64,
+            probes as f64 / nq as f64,
+            t.elapsed().as_secs_f64() * 1e6 / nq as f64
+        );
+    }
+}
+
+fn npy_files() -> Vec<PathBuf> {
+    // Benches run with the package directory (src/algo) as cwd; look from the workspace root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join(".cache/emb");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn main() {
+    let o = parse();
+    let t0 = Instant::now();
+    if o.synthetic {
+        let spec = ClusterSpec::default_512();
+        let gen = Clustered::new(spec);
+        let data = gen.points(o.rows, 0);
+        let queries = gen.points(o.queries, 1);
+        let name = format!(
+            "synthetic clustered ReLU ({} clusters x {} sub-clusters, sub_spread {}, noise {})",
+            spec.clusters, spec.subclusters, spec.sub_spread, spec.noise
+        );
+        run_set(&name, data, &queries, spec.dims, o.metric);
+    }
+    if o.npy {
+        let files = npy_files();
+        if files.is_empty() {
+            println!("\n(no .cache/emb/*.npy files: real-embedding study skipped)");
+        }
+        for f in files {
+            match read_npy(&f) {
+                Ok((mut v, n, d)) => {
+                    if n < 2 * o.queries.min(n / 2).max(1) || n < 100 {
+                        println!("\n{}: only {n} rows, skipped", f.display());
+                        continue;
+                    }
+                    let n = n.min(o.max_rows + o.queries);
+                    v.truncate(n * d);
+                    // Queries: every (n / q)-th row, removed from the data.
+                    let nq = o.queries.min(n / 10);
+                    let step = n / nq;
+                    let mut data = Vec::with_capacity(n * d);
+                    let mut queries = Vec::with_capacity(nq * d);
+                    for (i, row) in v.chunks_exact(d).enumerate() {
+                        if i % step == 0 && queries.len() < nq * d {
+                            queries.extend_from_slice(row);
+                        } else {
+                            data.extend_from_slice(row);
+                        }
+                    }
+                    drop(v);
+                    run_set(&f.display().to_string(), data, &queries, d, Metric::Cosine);
+                }
+                Err(e) => println!("\n{}: {e}, skipped", f.display()),
+            }
+        }
+    }
+    println!("\ntotal time {:.0} s", t0.elapsed().as_secs_f64());
+}

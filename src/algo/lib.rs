@@ -1,0 +1,19 @@
+//! Pure algorithms of pg_imgsim (no PostgreSQL dependency).
+//!
+//! * [`distance`]: f32 kernels (L2, dot, cosine, norms, element-wise ops, Hamming).
+//! * [`lsh`]: sign-random-projection LSH: parameters, deterministic planes, centring, bucket codes,
+//!   bit sketches, query-directed multi-probe sequence, and [`lsh::MemIndex`], an in-memory
+//!   implementation of the full query plan used as a test oracle and for choosing defaults.
+//! * [`synth`]: clustered synthetic data for tests and benchmarks.
+//!
+//! Everything the index stores has a little-endian byte form: [`lsh::LshParams::to_bytes`],
+//! [`lsh::f32s_to_le_bytes`] (mean vector), [`lsh::RowHash::to_bytes`] (codes + sketch).
+//!
+//! Recommended defaults (measured by `benches/lsh_recall.rs`, see its output) are
+//! [`lsh::LshParams::recommended`] and [`lsh::SearchParams::recommended`].
+
+#![warn(missing_docs)]
+
+pub mod distance;
+pub mod lsh;
+pub mod synth;

@@ -1,0 +1,1138 @@
+//! Sign-random-projection LSH with query-directed multi-probe and bit sketches.
+//!
+//! # The scheme
+//! * Every indexed vector is first *prepared*: for [`Metric::Cosine`] and [`Metric::InnerProduct`] it
+//!   is scaled to unit length; then the index's mean vector (of prepared vectors, computed at build
+//!   with [`MeanAccumulator`]) is subtracted. Centring matters for non-negative (ReLU) embeddings: they
+//!   all live in one orthant, and uncentred hyperplanes through the origin would put most of them on
+//!   the same side.
+//! * `tables` (L) hash tables, each with `bits` (k ≤ 32) unit-length Gaussian hyperplanes. The bucket
+//!   code of table t is a k-bit `u32`: bit i is 1 when the projection on plane i is > 0.
+//! * A `sketch_bits`-bit sign sketch (another set of hyperplanes) packed into `u64` words, compared by
+//!   Hamming distance to rank candidates cheaply before the exact rerank.
+//! * Query-directed multi-probe (Lv et al., VLDB 2007): the cost of flipping bit i of the query's code
+//!   is the squared distance of the (prepared) query to plane i, `pᵢ²`; a probe's score is the sum over
+//!   the flipped bits. [`ProbeSequence`] yields `(table, code)` over all tables in increasing score,
+//!   lazily, until every bucket of every table has been yielded.
+//!
+//! # InnerProduct
+//! Maximum inner product is hashed like cosine (normalised vectors, centred by the mean of the
+//! normalised vectors); the rerank uses the exact negative inner product, so the result order is
+//! exact among the candidates. Candidate generation favours vectors in the query's direction, which
+//! is what inner-product search on embeddings of similar norm needs; rows whose norm is far larger than
+//! their neighbours' may be missed (no norm augmentation is done).
+//!
+//! # Determinism and storage
+//! [`Planes::generate`] derives every plane from the seed with ChaCha20 (pinned crate versions): table
+//! t uses stream `t + 1`, the sketch uses stream 0, and plane i of a table is the i-th block of `dims`
+//! normals of its stream. So the planes are a pure function of `(seed, dims, bits, tables,
+//! sketch_bits)`, and an index with fewer bits / tables / sketch bits uses prefixes of the planes of a
+//! bigger one (used by the parameter study; checked by tests). The index stores only the parameters
+//! ([`LshParams::to_bytes`]) and the mean vector ([`f32s_to_le_bytes`]).
+
+use crate::distance;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+/// Distance an index answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Metric {
+    /// Euclidean distance (`<->`).
+    L2 = 0,
+    /// Cosine distance 1 − cos (`<=>`); NaN when a vector is zero.
+    Cosine = 1,
+    /// Negative inner product −a·b (`<#>`).
+    InnerProduct = 2,
+}
+
+impl Metric {
+    /// Exact distance for this metric (smaller is closer).
+    #[inline]
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::L2 => distance::l2(a, b),
+            Metric::Cosine => distance::cosine_distance(a, b),
+            Metric::InnerProduct => distance::neg_inner_product(a, b),
+        }
+    }
+
+    /// Whether vectors are scaled to unit length before centring and hashing.
+    #[inline]
+    pub fn normalizes(self) -> bool {
+        !matches!(self, Metric::L2)
+    }
+
+    /// Byte code used by [`LshParams::to_bytes`].
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Inverse of [`Metric::to_u8`].
+    pub fn from_u8(b: u8) -> Option<Metric> {
+        match b {
+            0 => Some(Metric::L2),
+            1 => Some(Metric::Cosine),
+            2 => Some(Metric::InnerProduct),
+            _ => None,
+        }
+    }
+}
+
+/// Errors from parameter validation, decoding and building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LshError {
+    /// A parameter is out of range; the string says which and why.
+    InvalidParams(String),
+    /// A byte buffer is too short or carries an unknown version / metric.
+    BadEncoding(String),
+    /// A vector's length differs from `dims`.
+    DimensionMismatch {
+        /// `dims` of the index.
+        expected: usize,
+        /// length received.
+        got: usize,
+    },
+}
+
+impl fmt::Display for LshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LshError::InvalidParams(s) => write!(f, "invalid LSH parameters: {s}"),
+            LshError::BadEncoding(s) => write!(f, "bad LSH encoding: {s}"),
+            LshError::DimensionMismatch { expected, got } => {
+                write!(f, "vector has {got} dimensions, index expects {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LshError {}
+
+/// Index parameters. Everything the planes depend on is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LshParams {
+    /// Vector dimensionality (1 ..= [`LshParams::MAX_DIMS`]).
+    pub dims: u32,
+    /// Bits per table code, k (1 ..= 32).
+    pub bits: u32,
+    /// Number of hash tables, L (1 ..= [`LshParams::MAX_TABLES`]).
+    pub tables: u32,
+    /// Sketch length in bits: a multiple of 64 (64 ..= [`LshParams::MAX_SKETCH_BITS`]).
+    pub sketch_bits: u32,
+    /// Seed of the plane generator.
+    pub seed: u64,
+    /// Distance metric.
+    pub metric: Metric,
+}
+
+/// Version of the plane-generation procedure written into [`LshParams::to_bytes`].
+pub const PLANES_VERSION: u8 = 1;
+
+impl LshParams {
+    /// Largest supported `dims`.
+    pub const MAX_DIMS: u32 = 16_000;
+    /// Largest `bits` (codes are `u32`).
+    pub const MAX_BITS: u32 = 32;
+    /// Largest `tables`.
+    pub const MAX_TABLES: u32 = 64;
+    /// Largest `sketch_bits`.
+    pub const MAX_SKETCH_BITS: u32 = 4096;
+    /// Length of [`LshParams::to_bytes`].
+    pub const ENCODED_LEN: usize = 32;
+
+    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows (see the crate docs):
+    /// 12 bits, 8 tables, 256-bit sketch.
+    pub fn recommended(dims: u32, metric: Metric) -> LshParams {
+        LshParams {
+            dims,
+            bits: 12,
+            tables: 8,
+            sketch_bits: 256,
+            seed: 0x1d5_5eed,
+            metric,
+        }
+    }
+
+    /// Suggested `bits` for `rows` rows: `round(log2(rows / 25))` clamped to 6 ..= 16, i.e. about
+    /// 25 rows per bucket on average (uniform data; clustered data has far fuller popular buckets).
+    pub fn suggested_bits(rows: u64) -> u32 {
+        let r = (rows.max(1) as f64 / 25.0).max(1.0);
+        (r.log2().round() as u32).clamp(6, 16)
+    }
+
+    /// Checks every range; call before [`Planes::generate`].
+    pub fn validate(&self) -> Result<(), LshError> {
+        let bad = |s: String| Err(LshError::InvalidParams(s));
+        if self.dims == 0 || self.dims > Self::MAX_DIMS {
+            return bad(format!(
+                "dims = {} not in 1..={}",
+                self.dims,
+                Self::MAX_DIMS
+            ));
+        }
+        if self.bits == 0 || self.bits > Self::MAX_BITS {
+            return bad(format!(
+                "bits = {} not in 1..={}",
+                self.bits,
+                Self::MAX_BITS
+            ));
+        }
+        if self.tables == 0 || self.tables > Self::MAX_TABLES {
+            return bad(format!(
+                "tables = {} not in 1..={}",
+                self.tables,
+                Self::MAX_TABLES
+            ));
+        }
+        if self.sketch_bits == 0
+            || self.sketch_bits % 64 != 0
+            || self.sketch_bits > Self::MAX_SKETCH_BITS
+        {
+            return bad(format!(
+                "sketch_bits = {} must be a multiple of 64 in 64..={}",
+                self.sketch_bits,
+                Self::MAX_SKETCH_BITS
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of `u64` words in a sketch.
+    #[inline]
+    pub fn sketch_words(&self) -> usize {
+        (self.sketch_bits / 64) as usize
+    }
+
+    /// 32 little-endian bytes: dims u32, bits u32, tables u32, sketch_bits u32, seed u64, metric u8,
+    /// [`PLANES_VERSION`] u8, 6 zero bytes.
+    pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut b = [0u8; Self::ENCODED_LEN];
+        b[0..4].copy_from_slice(&self.dims.to_le_bytes());
+        b[4..8].copy_from_slice(&self.bits.to_le_bytes());
+        b[8..12].copy_from_slice(&self.tables.to_le_bytes());
+        b[12..16].copy_from_slice(&self.sketch_bits.to_le_bytes());
+        b[16..24].copy_from_slice(&self.seed.to_le_bytes());
+        b[24] = self.metric.to_u8();
+        b[25] = PLANES_VERSION;
+        b
+    }
+
+    /// Decodes [`LshParams::to_bytes`] and validates the result.
+    pub fn from_bytes(b: &[u8]) -> Result<LshParams, LshError> {
+        if b.len() < Self::ENCODED_LEN {
+            return Err(LshError::BadEncoding(format!(
+                "params need {} bytes, got {}",
+                Self::ENCODED_LEN,
+                b.len()
+            )));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        if b[25] != PLANES_VERSION {
+            return Err(LshError::BadEncoding(format!(
+                "planes version {} (this build knows {PLANES_VERSION})",
+                b[25]
+            )));
+        }
+        let metric = Metric::from_u8(b[24])
+            .ok_or_else(|| LshError::BadEncoding(format!("unknown metric code {}", b[24])))?;
+        let p = LshParams {
+            dims: u32_at(0),
+            bits: u32_at(4),
+            tables: u32_at(8),
+            sketch_bits: u32_at(12),
+            seed: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            metric,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// The hyperplanes of an index, regenerated from [`LshParams`] (never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planes {
+    dims: usize,
+    bits: usize,
+    tables: usize,
+    sketch_bits: usize,
+    /// `tables * bits` unit vectors of `dims` floats, table-major.
+    table_planes: Vec<f32>,
+    /// `sketch_bits` unit vectors of `dims` floats.
+    sketch_planes: Vec<f32>,
+}
+
+/// 32-byte ChaCha key: the seed (LE) followed by a fixed label, so that no other seed expansion
+/// algorithm (which could change between crate versions) is involved.
+fn chacha_key(seed: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..32].copy_from_slice(b"pg_imgsim lsh planes v1\0");
+    key
+}
+
+fn gaussian_unit_planes(seed: u64, stream: u64, count: usize, dims: usize) -> Vec<f32> {
+    let mut rng = ChaCha20Rng::from_seed(chacha_key(seed));
+    rng.set_stream(stream);
+    let mut out = Vec::with_capacity(count * dims);
+    for _ in 0..count {
+        let start = out.len();
+        for _ in 0..dims {
+            let x: f32 = StandardNormal.sample(&mut rng);
+            out.push(x);
+        }
+        // Norm in f64, sequentially: the planes are then bit-identical on every CPU (the dispatched
+        // f32 kernels may use FMA or not).
+        let n = out[start..]
+            .iter()
+            .map(|x| f64::from(*x) * f64::from(*x))
+            .sum::<f64>()
+            .sqrt();
+        for x in &mut out[start..] {
+            *x = (f64::from(*x) / n) as f32;
+        }
+    }
+    out
+}
+
+impl Planes {
+    /// Regenerates the planes of `params` (which must be valid).
+    ///
+    /// # Panics
+    /// If `params` fails [`LshParams::validate`].
+    pub fn generate(params: &LshParams) -> Planes {
+        params.validate().expect("invalid LSH parameters");
+        let dims = params.dims as usize;
+        let bits = params.bits as usize;
+        let tables = params.tables as usize;
+        let sketch_bits = params.sketch_bits as usize;
+        let mut table_planes = Vec::with_capacity(tables * bits * dims);
+        for t in 0..tables {
+            table_planes.extend(gaussian_unit_planes(params.seed, t as u64 + 1, bits, dims));
+        }
+        let sketch_planes = gaussian_unit_planes(params.seed, 0, sketch_bits, dims);
+        Planes {
+            dims,
+            bits,
+            tables,
+            sketch_bits,
+            table_planes,
+            sketch_planes,
+        }
+    }
+
+    /// Plane `i` (< bits) of table `t` (< tables), a unit vector.
+    #[inline]
+    pub fn table_plane(&self, t: usize, i: usize) -> &[f32] {
+        let off = (t * self.bits + i) * self.dims;
+        &self.table_planes[off..off + self.dims]
+    }
+
+    /// Sketch plane `j` (< sketch_bits), a unit vector.
+    #[inline]
+    pub fn sketch_plane(&self, j: usize) -> &[f32] {
+        &self.sketch_planes[j * self.dims..(j + 1) * self.dims]
+    }
+
+    /// All table planes, `tables * bits * dims` floats, table-major.
+    pub fn table_planes(&self) -> &[f32] {
+        &self.table_planes
+    }
+
+    /// All sketch planes, `sketch_bits * dims` floats.
+    pub fn sketch_planes(&self) -> &[f32] {
+        &self.sketch_planes
+    }
+}
+
+/// Streaming mean of prepared (normalised, for Cosine / InnerProduct) vectors, summed in f64.
+/// Zero vectors are skipped for Cosine / InnerProduct (they have no direction).
+#[derive(Debug, Clone)]
+pub struct MeanAccumulator {
+    metric: Metric,
+    sum: Vec<f64>,
+    count: u64,
+}
+
+impl MeanAccumulator {
+    /// Empty accumulator for `dims`-dimensional vectors.
+    pub fn new(dims: usize, metric: Metric) -> Self {
+        MeanAccumulator {
+            metric,
+            sum: vec![0.0; dims],
+            count: 0,
+        }
+    }
+
+    /// Adds one vector.
+    pub fn add(&mut self, v: &[f32]) -> Result<(), LshError> {
+        if v.len() != self.sum.len() {
+            return Err(LshError::DimensionMismatch {
+                expected: self.sum.len(),
+                got: v.len(),
+            });
+        }
+        let scale = if self.metric.normalizes() {
+            let n = distance::norm(v);
+            if !(n > 0.0 && n.is_finite()) {
+                return Ok(());
+            }
+            1.0 / f64::from(n)
+        } else {
+            1.0
+        };
+        for (s, x) in self.sum.iter_mut().zip(v) {
+            *s += f64::from(*x) * scale;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Combines two partial accumulators (e.g. from parallel build workers).
+    pub fn merge(&mut self, other: &MeanAccumulator) {
+        assert_eq!(self.sum.len(), other.sum.len(), "dimension mismatch");
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        self.count += other.count;
+    }
+
+    /// Vectors counted so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The mean (all zeros if nothing was added).
+    pub fn finish(&self) -> Vec<f32> {
+        let n = self.count.max(1) as f64;
+        self.sum.iter().map(|s| (s / n) as f32).collect()
+    }
+}
+
+/// The hash functions of one index: parameters, regenerated planes, stored mean.
+#[derive(Debug, Clone)]
+pub struct LshModel {
+    params: LshParams,
+    planes: Planes,
+    mean: Vec<f32>,
+}
+
+/// Codes and sketch of one stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowHash {
+    /// One k-bit bucket code per table.
+    pub codes: Vec<u32>,
+    /// `sketch_bits / 64` words; bit j of the sketch is bit `j % 64` of word `j / 64`.
+    pub sketch: Vec<u64>,
+}
+
+/// Everything a query needs: its codes, sketch and per-plane projections (for multi-probe).
+#[derive(Debug, Clone)]
+pub struct QueryHash {
+    /// One k-bit bucket code per table.
+    pub codes: Vec<u32>,
+    /// Sketch words, as in [`RowHash::sketch`].
+    pub sketch: Vec<u64>,
+    /// `tables * bits` signed distances of the prepared query to the table planes, table-major.
+    pub projections: Vec<f32>,
+    /// Bits per table (k).
+    pub bits: u32,
+}
+
+impl LshModel {
+    /// Builds the model from parameters and the stored mean vector (`dims` floats; pass zeros for
+    /// no centring).
+    pub fn new(params: LshParams, mean: Vec<f32>) -> Result<LshModel, LshError> {
+        params.validate()?;
+        if mean.len() != params.dims as usize {
+            return Err(LshError::DimensionMismatch {
+                expected: params.dims as usize,
+                got: mean.len(),
+            });
+        }
+        Ok(LshModel {
+            planes: Planes::generate(&params),
+            params,
+            mean,
+        })
+    }
+
+    /// Parameters.
+    pub fn params(&self) -> &LshParams {
+        &self.params
+    }
+
+    /// Stored mean vector.
+    pub fn mean(&self) -> &[f32] {
+        &self.mean
+    }
+
+    /// The regenerated planes.
+    pub fn planes(&self) -> &Planes {
+        &self.planes
+    }
+
+    fn check(&self, v: &[f32]) -> Result<(), LshError> {
+        if v.len() != self.params.dims as usize {
+            return Err(LshError::DimensionMismatch {
+                expected: self.params.dims as usize,
+                got: v.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the prepared vector (normalised for Cosine / InnerProduct, then centred) into `out`.
+    pub fn prepare_into(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), LshError> {
+        self.check(v)?;
+        out.clear();
+        out.extend_from_slice(v);
+        if self.params.metric.normalizes() {
+            distance::normalize(out);
+        }
+        distance::sub_assign(out, &self.mean);
+        Ok(())
+    }
+
+    fn sketch_of(&self, prepared: &[f32], sketch: &mut [u64]) {
+        sketch.fill(0);
+        for j in 0..self.params.sketch_bits as usize {
+            if distance::dot(self.planes.sketch_plane(j), prepared) > 0.0 {
+                sketch[j / 64] |= 1u64 << (j % 64);
+            }
+        }
+    }
+
+    /// Codes and sketch of a row, written into caller buffers (`tables` codes, `sketch_words`
+    /// words). `scratch` is reused between calls to avoid allocation.
+    pub fn hash_into(
+        &self,
+        v: &[f32],
+        scratch: &mut Vec<f32>,
+        codes: &mut [u32],
+        sketch: &mut [u64],
+    ) -> Result<(), LshError> {
+        self.prepare_into(v, scratch)?;
+        let bits = self.params.bits as usize;
+        assert_eq!(
+            codes.len(),
+            self.params.tables as usize,
+            "codes buffer size"
+        );
+        assert_eq!(
+            sketch.len(),
+            self.params.sketch_words(),
+            "sketch buffer size"
+        );
+        for (t, code) in codes.iter_mut().enumerate() {
+            let mut c = 0u32;
+            for i in 0..bits {
+                if distance::dot(self.planes.table_plane(t, i), scratch) > 0.0 {
+                    c |= 1 << i;
+                }
+            }
+            *code = c;
+        }
+        self.sketch_of(scratch, sketch);
+        Ok(())
+    }
+
+    /// Codes and sketch of a row.
+    pub fn hash(&self, v: &[f32]) -> Result<RowHash, LshError> {
+        let mut codes = vec![0u32; self.params.tables as usize];
+        let mut sketch = vec![0u64; self.params.sketch_words()];
+        let mut scratch = Vec::with_capacity(v.len());
+        self.hash_into(v, &mut scratch, &mut codes, &mut sketch)?;
+        Ok(RowHash { codes, sketch })
+    }
+
+    /// Codes, sketch and projections of a query.
+    pub fn query(&self, v: &[f32]) -> Result<QueryHash, LshError> {
+        let mut prepared = Vec::with_capacity(v.len());
+        self.prepare_into(v, &mut prepared)?;
+        let bits = self.params.bits as usize;
+        let tables = self.params.tables as usize;
+        let mut projections = Vec::with_capacity(tables * bits);
+        let mut codes = Vec::with_capacity(tables);
+        for t in 0..tables {
+            let mut c = 0u32;
+            for i in 0..bits {
+                let p = distance::dot(self.planes.table_plane(t, i), &prepared);
+                if p > 0.0 {
+                    c |= 1 << i;
+                }
+                projections.push(p);
+            }
+            codes.push(c);
+        }
+        let mut sketch = vec![0u64; self.params.sketch_words()];
+        self.sketch_of(&prepared, &mut sketch);
+        Ok(QueryHash {
+            codes,
+            sketch,
+            projections,
+            bits: self.params.bits,
+        })
+    }
+}
+
+impl QueryHash {
+    /// The query-directed probing sequence over all tables (see [`ProbeSequence`]).
+    pub fn probes(&self) -> ProbeSequence {
+        ProbeSequence::new(&self.codes, &self.projections, self.bits)
+    }
+}
+
+/// One bucket to visit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    /// Table index.
+    pub table: u32,
+    /// Bucket code in that table.
+    pub code: u32,
+    /// Score: sum of squared projections of the flipped bits (0 for the query's own bucket).
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeapEntry {
+    score: f64,
+    table: u32,
+    /// Perturbation set as a bit mask over *sorted positions* (position 0 = smallest margin).
+    set: u32,
+}
+
+impl PartialEq for HeapEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for HeapEntry {}
+impl PartialOrd for HeapEntry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for HeapEntry {
+    /// Reversed so that `BinaryHeap` (a max-heap) pops the smallest (score, table, set) first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.score
+            .total_cmp(&self.score)
+            .then(o.table.cmp(&self.table))
+            .then(o.set.cmp(&self.set))
+    }
+}
+
+/// Lazy, unbounded query-directed probing sequence across all tables, in non-decreasing score with
+/// ties broken by (table, perturbation set). First the query's own bucket in every table (score 0),
+/// then perturbed buckets. Each table's perturbation sets are generated with the shift / expand
+/// heap of Lv et al.: over positions sorted by margin, `shift` replaces the largest position m by
+/// m+1 and `expand` adds m+1; starting from {0} this reaches every non-empty subset exactly once,
+/// and children never score lower than their parent. The sequence ends after yielding all
+/// `tables · 2^bits` buckets. Memory grows by at most one heap entry per yielded probe.
+#[derive(Debug, Clone)]
+pub struct ProbeSequence {
+    bits: u32,
+    codes: Vec<u32>,
+    /// Per table: bit index at each sorted position.
+    order: Vec<u32>,
+    /// Per table: squared margin at each sorted position (non-decreasing).
+    sq: Vec<f64>,
+    heap: BinaryHeap<HeapEntry>,
+}
+
+impl ProbeSequence {
+    /// `codes`: the query's code per table; `projections`: `codes.len() * bits` signed projections,
+    /// table-major.
+    pub fn new(codes: &[u32], projections: &[f32], bits: u32) -> ProbeSequence {
+        assert!((1..=32).contains(&bits), "bits must be in 1..=32");
+        let k = bits as usize;
+        assert_eq!(projections.len(), codes.len() * k, "projections length");
+        let mut order = Vec::with_capacity(projections.len());
+        let mut sq = Vec::with_capacity(projections.len());
+        let mut heap = BinaryHeap::with_capacity(codes.len() * 4);
+        for t in 0..codes.len() {
+            let p = &projections[t * k..(t + 1) * k];
+            let mut idx: Vec<u32> = (0..bits).collect();
+            let m2 = |i: u32| {
+                let x = f64::from(p[i as usize]);
+                x * x
+            };
+            idx.sort_by(|&a, &b| m2(a).total_cmp(&m2(b)).then(a.cmp(&b)));
+            sq.extend(idx.iter().map(|&i| m2(i)));
+            order.extend(idx);
+            heap.push(HeapEntry {
+                score: 0.0,
+                table: t as u32,
+                set: 0,
+            });
+        }
+        ProbeSequence {
+            bits,
+            codes: codes.to_vec(),
+            order,
+            sq,
+            heap,
+        }
+    }
+
+    fn score(&self, table: usize, set: u32) -> f64 {
+        // Summed in ascending position order, so a child's score is never below its parent's even
+        // after rounding (monotonicity of floating-point addition).
+        let k = self.bits as usize;
+        let mut s = 0.0;
+        let mut m = set;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            s += self.sq[table * k + pos];
+            m &= m - 1;
+        }
+        s
+    }
+
+    fn code(&self, table: usize, set: u32) -> u32 {
+        let k = self.bits as usize;
+        let mut flip = 0u32;
+        let mut m = set;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            flip |= 1u32 << self.order[table * k + pos];
+            m &= m - 1;
+        }
+        self.codes[table] ^ flip
+    }
+}
+
+impl Iterator for ProbeSequence {
+    type Item = Probe;
+
+    fn next(&mut self) -> Option<Probe> {
+        let e = self.heap.pop()?;
+        let t = e.table as usize;
+        let k = self.bits;
+        if e.set == 0 {
+            let child = 1u32;
+            self.heap.push(HeapEntry {
+                score: self.score(t, child),
+                table: e.table,
+                set: child,
+            });
+        } else {
+            let m = 31 - e.set.leading_zeros(); // largest position in the set
+            if m + 1 < k {
+                let next = 1u32 << (m + 1);
+                let shifted = (e.set & !(1u32 << m)) | next;
+                let expanded = e.set | next;
+                for set in [shifted, expanded] {
+                    self.heap.push(HeapEntry {
+                        score: self.score(t, set),
+                        table: e.table,
+                        set,
+                    });
+                }
+            }
+        }
+        Some(Probe {
+            table: e.table,
+            code: self.code(t, e.set),
+            score: e.score,
+        })
+    }
+}
+
+/// Serialises f32s as little-endian bytes (e.g. the mean vector).
+pub fn f32s_to_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Inverse of [`f32s_to_le_bytes`]; the length must be a multiple of 4.
+pub fn f32s_from_le_bytes(b: &[u8]) -> Result<Vec<f32>, LshError> {
+    if b.len() % 4 != 0 {
+        return Err(LshError::BadEncoding(format!(
+            "{} bytes is not a whole number of f32",
+            b.len()
+        )));
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect())
+}
+
+/// Serialises u64 sketch words as little-endian bytes.
+pub fn u64s_to_le_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Inverse of [`u64s_to_le_bytes`]; the length must be a multiple of 8.
+pub fn u64s_from_le_bytes(b: &[u8]) -> Result<Vec<u64>, LshError> {
+    if b.len() % 8 != 0 {
+        return Err(LshError::BadEncoding(format!(
+            "{} bytes is not a whole number of u64",
+            b.len()
+        )));
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
+}
+
+impl RowHash {
+    /// `tables` u32 codes then the sketch words, all little-endian (4·L + 8·W bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.codes.len() * 4 + self.sketch.len() * 8);
+        for c in &self.codes {
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        b.extend(u64s_to_le_bytes(&self.sketch));
+        b
+    }
+
+    /// Inverse of [`RowHash::to_bytes`] for an index with `tables` tables and `sketch_words` words.
+    pub fn from_bytes(b: &[u8], tables: usize, sketch_words: usize) -> Result<RowHash, LshError> {
+        let need = tables * 4 + sketch_words * 8;
+        if b.len() != need {
+            return Err(LshError::BadEncoding(format!(
+                "row hash needs {need} bytes, got {}",
+                b.len()
+            )));
+        }
+        let codes = b[..tables * 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Ok(RowHash {
+            codes,
+            sketch: u64s_from_le_bytes(&b[tables * 4..])?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-memory reference index
+// ---------------------------------------------------------------------------------------------
+
+/// Query-time knobs of the search plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Neighbours to return.
+    pub k: usize,
+    /// Stop probing once this many distinct rows have been collected (the bucket being read is
+    /// finished, so the count may overshoot).
+    pub max_candidates: usize,
+    /// Stop after this many bucket probes (counting empty buckets), whatever the count.
+    pub max_probes: usize,
+    /// Rows (best by sketch Hamming distance) whose exact distance is computed; clamped to ≥ k.
+    pub rerank: usize,
+}
+
+impl SearchParams {
+    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows.
+    pub fn recommended(k: usize) -> SearchParams {
+        SearchParams {
+            k,
+            max_candidates: 2000,
+            max_probes: 400,
+            rerank: 100.max(k),
+        }
+    }
+}
+
+/// One result row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    /// Row number in the order rows were given to [`MemIndex::build`].
+    pub id: u32,
+    /// Exact distance for the index's metric.
+    pub distance: f32,
+}
+
+/// Result of [`MemIndex::search`], with the work it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// Up to k neighbours, closest first (ties by id).
+    pub neighbors: Vec<Neighbor>,
+    /// Buckets probed (including empty ones).
+    pub probes: usize,
+    /// Distinct rows collected from the probed buckets.
+    pub candidates: usize,
+    /// Rows whose exact distance was computed.
+    pub reranked: usize,
+}
+
+/// Pure in-memory implementation of the index and its full query plan: probe buckets in
+/// multi-probe order until `max_candidates` distinct rows (or `max_probes` probes, or the end of the
+/// sequence), rank the candidates by sketch Hamming distance, compute exact distances for the best
+/// `rerank`, return the top k. The PostgreSQL access method implements the same plan on pages; this
+/// is its oracle and the tool to choose defaults.
+#[derive(Debug, Clone)]
+pub struct MemIndex {
+    model: LshModel,
+    data: Arc<[f32]>,
+    rows: usize,
+    /// `rows * tables` codes, row-major.
+    codes: Vec<u32>,
+    /// `rows * sketch_words` words, row-major.
+    sketches: Vec<u64>,
+    /// Per table: code -> row ids (ascending).
+    buckets: Vec<HashMap<u32, Vec<u32>>>,
+}
+
+impl MemIndex {
+    /// Builds an index over `data` (`rows * dims` floats, row-major): computes the mean, hashes every
+    /// row, fills the bucket tables.
+    pub fn build(params: LshParams, data: &[f32]) -> Result<MemIndex, LshError> {
+        params.validate()?;
+        let dims = params.dims as usize;
+        if data.len() % dims != 0 {
+            return Err(LshError::DimensionMismatch {
+                expected: dims,
+                got: data.len() % dims,
+            });
+        }
+        let mut acc = MeanAccumulator::new(dims, params.metric);
+        for row in data.chunks_exact(dims) {
+            acc.add(row)?;
+        }
+        let model = LshModel::new(params, acc.finish())?;
+        Self::with_model(model, Arc::from(data))
+    }
+
+    /// Builds an index with a given model (e.g. a mean computed elsewhere).
+    pub fn with_model(model: LshModel, data: Arc<[f32]>) -> Result<MemIndex, LshError> {
+        let p = *model.params();
+        let dims = p.dims as usize;
+        let tables = p.tables as usize;
+        let words = p.sketch_words();
+        if data.len() % dims != 0 {
+            return Err(LshError::DimensionMismatch {
+                expected: dims,
+                got: data.len() % dims,
+            });
+        }
+        let rows = data.len() / dims;
+        if rows > u32::MAX as usize {
+            return Err(LshError::InvalidParams("too many rows".into()));
+        }
+        let mut codes = vec![0u32; rows * tables];
+        let mut sketches = vec![0u64; rows * words];
+        let mut scratch = Vec::with_capacity(dims);
+        for (r, row) in data.chunks_exact(dims).enumerate() {
+            model.hash_into(
+                row,
+                &mut scratch,
+                &mut codes[r * tables..(r + 1) * tables],
+                &mut sketches[r * words..(r + 1) * words],
+            )?;
+        }
+        Ok(Self::from_parts(model, data, codes, sketches))
+    }
+
+    fn from_parts(model: LshModel, data: Arc<[f32]>, codes: Vec<u32>, sketches: Vec<u64>) -> Self {
+        let p = *model.params();
+        let tables = p.tables as usize;
+        let rows = data.len() / p.dims as usize;
+        let mut buckets: Vec<HashMap<u32, Vec<u32>>> = vec![HashMap::new(); tables];
+        for r in 0..rows {
+            for (t, b) in buckets.iter_mut().enumerate() {
+                b.entry(codes[r * tables + t]).or_default().push(r as u32);
+            }
+        }
+        MemIndex {
+            model,
+            data,
+            rows,
+            codes,
+            sketches,
+            buckets,
+        }
+    }
+
+    /// The same index with fewer bits, tables or sketch bits, derived without rehashing (plane
+    /// prefixes, see the module docs). Equal to a fresh [`MemIndex::build`] with those parameters.
+    pub fn truncated(
+        &self,
+        bits: u32,
+        tables: u32,
+        sketch_bits: u32,
+    ) -> Result<MemIndex, LshError> {
+        let old = *self.model.params();
+        let p = LshParams {
+            bits,
+            tables,
+            sketch_bits,
+            ..old
+        };
+        p.validate()?;
+        if bits > old.bits || tables > old.tables || sketch_bits > old.sketch_bits {
+            return Err(LshError::InvalidParams(
+                "truncated() can only shrink bits, tables and sketch_bits".into(),
+            ));
+        }
+        let model = LshModel::new(p, self.model.mean.clone())?;
+        let (ot, ow) = (old.tables as usize, old.sketch_words());
+        let (nt, nw) = (tables as usize, p.sketch_words());
+        let mask = if bits == 32 {
+            u32::MAX
+        } else {
+            (1u32 << bits) - 1
+        };
+        let mut codes = Vec::with_capacity(self.rows * nt);
+        let mut sketches = Vec::with_capacity(self.rows * nw);
+        for r in 0..self.rows {
+            codes.extend(self.codes[r * ot..r * ot + nt].iter().map(|c| c & mask));
+            sketches.extend_from_slice(&self.sketches[r * ow..r * ow + nw]);
+        }
+        Ok(Self::from_parts(model, self.data.clone(), codes, sketches))
+    }
+
+    /// The hash model.
+    pub fn model(&self) -> &LshModel {
+        &self.model
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the index has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Row `id`'s vector.
+    pub fn row(&self, id: u32) -> &[f32] {
+        let d = self.model.params.dims as usize;
+        &self.data[id as usize * d..(id as usize + 1) * d]
+    }
+
+    /// Row `id`'s codes (one per table).
+    pub fn row_codes(&self, id: u32) -> &[u32] {
+        let t = self.model.params.tables as usize;
+        &self.codes[id as usize * t..(id as usize + 1) * t]
+    }
+
+    /// Row `id`'s sketch words.
+    pub fn row_sketch(&self, id: u32) -> &[u64] {
+        let w = self.model.params.sketch_words();
+        &self.sketches[id as usize * w..(id as usize + 1) * w]
+    }
+
+    /// Number of non-empty buckets per table.
+    pub fn bucket_counts(&self) -> Vec<usize> {
+        self.buckets.iter().map(|b| b.len()).collect()
+    }
+
+    /// Runs the full query plan.
+    pub fn search(&self, q: &[f32], sp: &SearchParams) -> Result<SearchResult, LshError> {
+        let qh = self.model.query(q)?;
+        let mut seen = vec![0u64; self.rows.div_ceil(64)];
+        let mut cands: Vec<u32> = Vec::with_capacity(sp.max_candidates.min(self.rows));
+        let mut probes = 0usize;
+        if sp.max_candidates > 0 && sp.max_probes > 0 {
+            for probe in qh.probes() {
+                probes += 1;
+                if let Some(ids) = self.buckets[probe.table as usize].get(&probe.code) {
+                    for &id in ids {
+                        let (w, b) = (id as usize / 64, id % 64);
+                        if seen[w] & (1u64 << b) == 0 {
+                            seen[w] |= 1u64 << b;
+                            cands.push(id);
+                        }
+                    }
+                }
+                if cands.len() >= sp.max_candidates || probes >= sp.max_probes {
+                    break;
+                }
+            }
+        }
+        let candidates = cands.len();
+        let rerank = sp.rerank.max(sp.k);
+        if cands.len() > rerank {
+            // Rank by (Hamming distance, id) and keep the best `rerank`.
+            let mut keyed: Vec<(u32, u32)> = cands
+                .iter()
+                .map(|&id| (distance::hamming(&qh.sketch, self.row_sketch(id)), id))
+                .collect();
+            keyed.select_nth_unstable(rerank - 1);
+            keyed.truncate(rerank);
+            cands = keyed.into_iter().map(|(_, id)| id).collect();
+        }
+        let metric = self.model.params.metric;
+        let mut scored: Vec<Neighbor> = cands
+            .iter()
+            .map(|&id| Neighbor {
+                id,
+                distance: metric.distance(q, self.row(id)),
+            })
+            .collect();
+        let reranked = scored.len();
+        sort_neighbors(&mut scored);
+        scored.truncate(sp.k);
+        Ok(SearchResult {
+            neighbors: scored,
+            probes,
+            candidates,
+            reranked,
+        })
+    }
+
+    /// Exact top-k by scanning every row (ground truth).
+    pub fn exact_search(&self, q: &[f32], k: usize) -> Vec<Neighbor> {
+        exact_knn(
+            &self.data,
+            self.model.params.dims as usize,
+            q,
+            k,
+            self.model.params.metric,
+        )
+    }
+}
+
+fn sort_neighbors(v: &mut [Neighbor]) {
+    v.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+}
+
+/// Exact top-k of `q` among the rows of `data` (`dims` floats each), closest first, ties by id.
+pub fn exact_knn(data: &[f32], dims: usize, q: &[f32], k: usize, metric: Metric) -> Vec<Neighbor> {
+    let mut all: Vec<Neighbor> = data
+        .chunks_exact(dims)
+        .enumerate()
+        .map(|(i, row)| Neighbor {
+            id: i as u32,
+            distance: metric.distance(q, row),
+        })
+        .collect();
+    if k == 0 {
+        return Vec::new();
+    }
+    if all.len() > k {
+        all.select_nth_unstable_by(k - 1, |a, b| {
+            a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id))
+        });
+        all.truncate(k);
+    }
+    sort_neighbors(&mut all);
+    all
+}
+
+/// Fraction of `truth` ids found in `got` (recall@|truth|).
+pub fn recall(got: &[Neighbor], truth: &[Neighbor]) -> f64 {
+    if truth.is_empty() {
+        return 1.0;
+    }
+    let hits = truth
+        .iter()
+        .filter(|t| got.iter().any(|g| g.id == t.id))
+        .count();
+    hits as f64 / truth.len() as f64
+}
+
+#[cfg(test)]
+#[path = "lsh_tests.rs"]
+mod tests;

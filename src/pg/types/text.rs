@@ -1,0 +1,118 @@
+//! Text form of `embedding`: `[1,2.5,-3e-2]`, identical to pgvector's. Pure functions (no PostgreSQL calls)
+//! so the parser's rules are easy to read and test; the SQL-facing wrapper turns `ParseError` into an ERROR.
+
+/// Why a text value is not a valid embedding. Positions are 1-based character offsets in the input.
+#[derive(Debug, PartialEq)]
+pub enum ParseError {
+    /// Structural problem (missing bracket, junk after the closing bracket, ...).
+    Syntax { position: usize, what: &'static str },
+    /// `[]` or `[ ]`.
+    Empty,
+    /// An element that is not a number.
+    NotANumber { element: usize, position: usize },
+    /// NaN or infinity literal.
+    NonFinite { element: usize, position: usize },
+    /// A finite literal that overflows f32.
+    OutOfRange { element: usize, position: usize, token: String },
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+}
+
+/// Parses `[v1, v2, ...]` into floats.
+pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
+    let b = input.as_bytes();
+    let mut i = 0;
+    while i < b.len() && is_space(b[i]) {
+        i += 1;
+    }
+    if i >= b.len() || b[i] != b'[' {
+        return Err(ParseError::Syntax { position: i + 1, what: "embedding must start with \"[\"" });
+    }
+    i += 1;
+    let mut values = Vec::new();
+    // Empty vector: only whitespace before "]".
+    let mut j = i;
+    while j < b.len() && is_space(b[j]) {
+        j += 1;
+    }
+    if j < b.len() && b[j] == b']' {
+        return Err(ParseError::Empty);
+    }
+    loop {
+        while i < b.len() && is_space(b[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b',' && b[i] != b']' && !is_space(b[i]) {
+            i += 1;
+        }
+        let token = &input[start..i];
+        let element = values.len() + 1;
+        let position = start + 1;
+        if token.is_empty() {
+            return Err(ParseError::NotANumber { element, position });
+        }
+        let v = parse_float(token).ok_or(ParseError::NotANumber { element, position })?;
+        if !v.is_finite() {
+            let lower = token.trim_start_matches(['+', '-']).to_ascii_lowercase();
+            if lower.starts_with("inf") || lower == "nan" {
+                return Err(ParseError::NonFinite { element, position });
+            }
+            return Err(ParseError::OutOfRange { element, position, token: token.to_string() });
+        }
+        values.push(v);
+        while i < b.len() && is_space(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            return Err(ParseError::Syntax { position: i + 1, what: "embedding must end with \"]\"" });
+        }
+        if b[i] == b',' {
+            i += 1;
+            continue;
+        }
+        if b[i] == b']' {
+            i += 1;
+            break;
+        }
+        return Err(ParseError::Syntax { position: i + 1, what: "expected \",\" or \"]\"" });
+    }
+    while i < b.len() && is_space(b[i]) {
+        i += 1;
+    }
+    if i < b.len() {
+        return Err(ParseError::Syntax { position: i + 1, what: "junk after closing \"]\"" });
+    }
+    Ok(values)
+}
+
+/// Accepts what C's strtof accepts for decimal numbers (`1`, `-2.5`, `.5`, `5.`, `1e-3`, `+1E3`,
+/// `nan`, `inf`, `infinity`); rejects hexadecimal and anything else.
+fn parse_float(token: &str) -> Option<f32> {
+    let t = token.as_bytes();
+    let body = t.strip_prefix(b"+").or_else(|| t.strip_prefix(b"-")).unwrap_or(t);
+    let lower = String::from_utf8_lossy(body).to_ascii_lowercase();
+    if lower == "nan" || lower == "inf" || lower == "infinity" {
+        return token.to_ascii_lowercase().replace("infinity", "inf").parse::<f32>().ok();
+    }
+    if !body.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.') {
+        return None;
+    }
+    token.parse::<f32>().ok()
+}
+
+/// Formats values as `[v1,v2,...]`, each with `fmt` (the shortest round-trip form).
+pub fn format(values: &[f32], fmt: impl Fn(f32, &mut String)) -> String {
+    let mut s = String::with_capacity(2 + values.len() * 10);
+    s.push('[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        fmt(*v, &mut s);
+    }
+    s.push(']');
+    s
+}

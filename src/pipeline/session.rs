@@ -1,0 +1,546 @@
+//! ONNX Runtime: loading the shared library once per process, cached sessions per
+//! (model, provider, threads), and the batched embedding entry points.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ort::environment::Environment;
+use ort::ep::ExecutionProvider;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::decode::Limits;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{ModelRegistry, ModelSpec};
+use crate::preprocess::Preprocessor;
+
+/// Which execution provider to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Provider {
+    /// CUDA when it registers, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or an error ([`ErrorKind::ProviderUnavailable`]).
+    Cuda,
+}
+
+impl Provider {
+    /// Parse "auto" | "cpu" | "cuda" (case-insensitive).
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(Provider::Auto),
+            "cpu" => Some(Provider::Cpu),
+            "cuda" | "gpu" => Some(Provider::Cuda),
+            _ => None,
+        }
+    }
+}
+
+/// The execution provider a session actually runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActiveProvider {
+    Cpu,
+    Cuda,
+}
+
+impl fmt::Display for ActiveProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActiveProvider::Cpu => "CPU",
+            ActiveProvider::Cuda => "CUDA",
+        })
+    }
+}
+
+/// Everything [`Embedder::load`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderConfig {
+    /// Path of `libonnxruntime.so.*` (loaded once per process).
+    pub ort_library: PathBuf,
+    /// Directory holding `<name>.json` + `<name>.onnx`.
+    pub model_dir: PathBuf,
+    pub provider: Provider,
+    /// ONNX Runtime intra-op threads; 0 = ONNX Runtime's default (one per physical core).
+    pub intra_threads: usize,
+    /// Worker threads decoding a batch; 0 = available parallelism. A batch of one image is always
+    /// decoded on the calling thread.
+    pub decode_threads: usize,
+    /// Largest number of images in one inference call (bigger batches are chunked).
+    pub max_batch: usize,
+    pub limits: Limits,
+    /// Decode JPEGs at a reduced DCT scale when the model's resize allows it (much faster on large
+    /// photos; embeddings stay within the parity tolerance).
+    pub jpeg_dct_scaling: bool,
+}
+
+impl EmbedderConfig {
+    pub fn new(ort_library: impl Into<PathBuf>, model_dir: impl Into<PathBuf>) -> Self {
+        EmbedderConfig {
+            ort_library: ort_library.into(),
+            model_dir: model_dir.into(),
+            provider: Provider::Auto,
+            intra_threads: 0,
+            decode_threads: 0,
+            max_batch: 32,
+            limits: Limits::default(),
+            jpeg_dct_scaling: true,
+        }
+    }
+}
+
+struct Runtime {
+    library: PathBuf,
+    env: Environment,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static RUNTIME_INIT: Mutex<()> = Mutex::new(());
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Load the ONNX Runtime library (once per process) and create the environment.
+///
+/// Calling it again with the same library is cheap. A different path after a successful load is an
+/// error: a process cannot swap ONNX Runtime libraries.
+pub fn init_runtime(library: &Path) -> Result<()> {
+    runtime(library).map(|_| ())
+}
+
+/// The library loaded by [`init_runtime`], if any.
+pub fn runtime_library() -> Option<&'static Path> {
+    RUNTIME.get().map(|r| r.library.as_path())
+}
+
+fn runtime(library: &Path) -> Result<&'static Runtime> {
+    let check = |r: &'static Runtime| {
+        if same_file(&r.library, library) {
+            Ok(r)
+        } else {
+            Err(Error::new(
+                ErrorKind::RuntimeUnavailable,
+                format!(
+                    "ONNX Runtime is already loaded from {} in this process; cannot switch to {}",
+                    r.library.display(),
+                    library.display()
+                ),
+            )
+            .with_hint("the library is loaded once per process: start a new session/connection to use another one"))
+        }
+    };
+    if let Some(r) = RUNTIME.get() {
+        return check(r);
+    }
+    let _guard = RUNTIME_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = RUNTIME.get() {
+        return check(r);
+    }
+    let hint = "install the CPU library from the onnxruntime 1.32 Python wheel (onnxruntime/capi/libonnxruntime.so.1.32.0) \
+                or onnxruntime-gpu for CUDA, and point the library setting at it";
+    if !library.is_file() {
+        return Err(Error::new(
+            ErrorKind::RuntimeUnavailable,
+            format!("ONNX Runtime library not found at {}", library.display()),
+        )
+        .with_hint(hint));
+    }
+    let builder = ort::init_from(library).map_err(|e| {
+        Error::new(ErrorKind::RuntimeUnavailable, format!("cannot load ONNX Runtime: {e}")).with_hint(hint)
+    })?;
+    let env = builder.with_name("imgsim").with_telemetry(false).build().map_err(|e| {
+        Error::new(ErrorKind::RuntimeUnavailable, format!("cannot create the ONNX Runtime environment: {e}"))
+    })?;
+    let _ = RUNTIME.set(Runtime {
+        library: library.to_path_buf(),
+        env,
+    });
+    Ok(RUNTIME.get().expect("just set"))
+}
+
+struct LoadedModel {
+    spec: ModelSpec,
+    pre: Preprocessor,
+    session: Mutex<Session>,
+    provider: ActiveProvider,
+    cuda_note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SessionKey {
+    model_dir: PathBuf,
+    name: String,
+    provider: Provider,
+    intra_threads: usize,
+}
+
+fn session_cache() -> &'static Mutex<HashMap<SessionKey, Arc<LoadedModel>>> {
+    static CACHE: OnceLock<Mutex<HashMap<SessionKey, Arc<LoadedModel>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Drop every cached session (the next [`Embedder::load`] reads the model files again).
+/// Embedders still alive keep their session until dropped.
+pub fn clear_session_cache() {
+    session_cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+fn new_builder(rt: &Runtime, intra_threads: usize) -> std::result::Result<ort::session::builder::SessionBuilder, String> {
+    let b = Session::builder(&rt.env).map_err(|e| e.to_string())?;
+    let b = if intra_threads > 0 {
+        b.with_intra_threads(intra_threads).map_err(|e| e.to_string())?
+    } else {
+        b
+    };
+    b.with_inter_threads(1).map_err(|e| e.to_string())
+}
+
+fn commit(b: &mut ort::session::builder::SessionBuilder, onnx: &Path) -> std::result::Result<Session, String> {
+    b.commit_from_file(onnx).map_err(|e| e.to_string())
+}
+
+fn build_session(
+    rt: &Runtime,
+    onnx: &Path,
+    provider: Provider,
+    intra_threads: usize,
+) -> Result<(Session, ActiveProvider, Option<String>)> {
+    let model_err = |m: String| {
+        Error::new(ErrorKind::ModelInvalid, format!("ONNX Runtime cannot load {}: {m}", onnx.display()))
+    };
+    let mut cuda_note = None;
+    if provider != Provider::Cpu {
+        let attempt = (|| -> std::result::Result<Session, String> {
+            if !ort::ep::CUDA::is_available().unwrap_or(false) {
+                return Err("this ONNX Runtime library has no CUDA execution provider (CPU-only build)".into());
+            }
+            let mut b = new_builder(rt, intra_threads)?;
+            ort::ep::CUDA::default().register(&mut b).map_err(|e| e.to_string())?;
+            commit(&mut b, onnx)
+        })();
+        match attempt {
+            Ok(s) => return Ok((s, ActiveProvider::Cuda, None)),
+            Err(reason) if provider == Provider::Cuda => {
+                return Err(Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!("the CUDA execution provider is not available: {reason}"),
+                )
+                .with_hint("use the onnxruntime-gpu library with CUDA 13 + cuDNN 9 on the library path, or choose the cpu/auto provider"));
+            }
+            Err(reason) => cuda_note = Some(reason),
+        }
+    }
+    let mut b = new_builder(rt, intra_threads).map_err(model_err)?;
+    let s = commit(&mut b, onnx).map_err(model_err)?;
+    Ok((s, ActiveProvider::Cpu, cuda_note))
+}
+
+fn load_model(cfg: &EmbedderConfig, name: &str) -> Result<Arc<LoadedModel>> {
+    let registry = ModelRegistry::new(&cfg.model_dir);
+    let spec = registry.load_spec(name)?;
+    let onnx = registry.onnx_path(name)?;
+    let rt = runtime(&cfg.ort_library)?;
+    let (session, provider, cuda_note) = build_session(rt, &onnx, cfg.provider, cfg.intra_threads)?;
+    let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>().join(", ");
+    if !session.inputs().iter().any(|i| i.name() == spec.input_name) {
+        return Err(Error::new(
+            ErrorKind::ModelInvalid,
+            format!("model \"{name}\": the ONNX graph has no input \"{}\" (inputs: {})", spec.input_name, names(session.inputs())),
+        ));
+    }
+    if !session.outputs().iter().any(|o| o.name() == spec.output_name) {
+        return Err(Error::new(
+            ErrorKind::ModelInvalid,
+            format!("model \"{name}\": the ONNX graph has no output \"{}\" (outputs: {})", spec.output_name, names(session.outputs())),
+        ));
+    }
+    Ok(Arc::new(LoadedModel {
+        pre: Preprocessor::new(&spec),
+        spec,
+        session: Mutex::new(session),
+        provider,
+        cuda_note,
+    }))
+}
+
+/// A loaded model ready to embed images. Cheap to clone; sessions are shared per process.
+#[derive(Clone)]
+pub struct Embedder {
+    model: Arc<LoadedModel>,
+    limits: Limits,
+    decode_threads: usize,
+    max_batch: usize,
+    jpeg_dct_scaling: bool,
+    newly_loaded: bool,
+}
+
+impl fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Embedder")
+            .field("model", &self.model.spec.name)
+            .field("provider", &self.model.provider)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+/// Outcome for one image of [`Embedder::embed_batch_each`].
+pub type ImageResult = Result<Vec<f32>>;
+
+impl Embedder {
+    /// Load (or fetch from the process cache) model `name` with the configured provider.
+    pub fn load(cfg: &EmbedderConfig, name: &str) -> Result<Embedder> {
+        let key = SessionKey {
+            model_dir: cfg.model_dir.clone(),
+            name: name.to_string(),
+            provider: cfg.provider,
+            intra_threads: cfg.intra_threads,
+        };
+        let cache = session_cache();
+        let mut newly_loaded = false;
+        let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let model = match cached {
+            Some(m) => {
+                // Still insist on the configured library (a switch is reported, not ignored).
+                runtime(&cfg.ort_library)?;
+                m
+            }
+            None => {
+                let m = load_model(cfg, name)?;
+                newly_loaded = true;
+                cache.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(m).clone()
+            }
+        };
+        Ok(Embedder {
+            model,
+            limits: cfg.limits,
+            decode_threads: cfg.decode_threads,
+            max_batch: cfg.max_batch.max(1),
+            jpeg_dct_scaling: cfg.jpeg_dct_scaling,
+            newly_loaded,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.model.spec
+    }
+
+    /// Length of every embedding.
+    pub fn dims(&self) -> usize {
+        self.model.spec.dims
+    }
+
+    /// The provider the session runs on.
+    pub fn provider(&self) -> ActiveProvider {
+        self.model.provider
+    }
+
+    /// With [`Provider::Auto`] on CPU: why CUDA was not used.
+    pub fn cuda_fallback_reason(&self) -> Option<&str> {
+        self.model.cuda_note.as_deref()
+    }
+
+    /// `true` when this `load` created the session (log the provider once), `false` when it came
+    /// from the process cache.
+    pub fn newly_loaded(&self) -> bool {
+        self.newly_loaded
+    }
+
+    /// Values in one preprocessed image tensor (3 x H x W).
+    pub fn tensor_len(&self) -> usize {
+        self.model.pre.tensor_len()
+    }
+
+    /// Embed one encoded image (a batch of one, decoded on the calling thread).
+    pub fn embed(&self, bytes: &[u8]) -> Result<Vec<f32>> {
+        let mut v = self.embed_batch(&[bytes])?;
+        Ok(v.pop().expect("one result per image"))
+    }
+
+    /// Embed several images; the first failing image fails the call (its index is in the error).
+    pub fn embed_batch(&self, images: &[&[u8]]) -> Result<Vec<Vec<f32>>> {
+        self.embed_batch_with(images, &|| false)
+    }
+
+    /// [`Embedder::embed_batch`] with an interrupt check: `cancelled` is called on the calling
+    /// thread between images and between inference chunks (and about every 20 ms while workers
+    /// decode); returning `true` stops with [`ErrorKind::Cancelled`]. If it panics (e.g. a
+    /// PostgreSQL ERROR turned into a Rust panic), the workers are stopped and joined before the
+    /// panic continues.
+    pub fn embed_batch_with(&self, images: &[&[u8]], cancelled: &dyn Fn() -> bool) -> Result<Vec<Vec<f32>>> {
+        self.embed_batch_each(images, cancelled)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.map_err(|e| if images.len() > 1 { e.at_index(i) } else { e }))
+            .collect()
+    }
+
+    /// Like [`Embedder::embed_batch_with`], but a bad image only fails its own entry: the outer
+    /// error is for cancellation and inference failures.
+    pub fn embed_batch_each(&self, images: &[&[u8]], cancelled: &dyn Fn() -> bool) -> Result<Vec<ImageResult>> {
+        let per = self.tensor_len();
+        let mut results: Vec<ImageResult> = Vec::with_capacity(images.len());
+        for (chunk_no, chunk) in images.chunks(self.max_batch).enumerate() {
+            if cancelled() {
+                return Err(cancelled_error());
+            }
+            let mut buf = vec![0f32; per * chunk.len()];
+            let pre = self.preprocess_into(chunk, &mut buf, cancelled)?;
+            // Compact the successfully preprocessed images to the front of the buffer.
+            let mut ok = 0usize;
+            for (i, r) in pre.iter().enumerate() {
+                if r.is_ok() {
+                    if i != ok {
+                        buf.copy_within(i * per..(i + 1) * per, ok * per);
+                    }
+                    ok += 1;
+                }
+            }
+            buf.truncate(ok * per);
+            let mut embeddings = if ok > 0 { self.infer(buf, ok)? } else { Vec::new() }.into_iter();
+            for r in pre {
+                results.push(match r {
+                    Ok(()) => Ok(embeddings.next().expect("one embedding per good image")),
+                    Err(e) => Err(e),
+                });
+            }
+            let _ = chunk_no;
+        }
+        Ok(results)
+    }
+
+    /// Decode + preprocess one image into a fresh tensor buffer (for tools and benchmarks).
+    pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.tensor_len()];
+        self.model.pre.process_bytes(bytes, &self.limits, self.jpeg_dct_scaling, &mut out)?;
+        Ok(out)
+    }
+
+    /// Run the model on `n` preprocessed images (`tensor.len() == n * tensor_len()`), one call.
+    pub fn infer(&self, tensor: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+        let spec = &self.model.spec;
+        if tensor.len() != n * self.tensor_len() || n == 0 {
+            return Err(Error::new(
+                ErrorKind::Inference,
+                format!("input tensor holds {} values, expected {} images x {}", tensor.len(), n, self.tensor_len()),
+            ));
+        }
+        let shape = [n, 3, spec.input_height as usize, spec.input_width as usize];
+        let input = Tensor::from_array((shape, tensor))
+            .map_err(|e| Error::new(ErrorKind::Inference, format!("cannot create the input tensor: {e}")))?;
+        let mut session = self.model.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run(ort::inputs![spec.input_name.as_str() => input])
+            .map_err(|e| Error::new(ErrorKind::Inference, format!("ONNX Runtime failed to run model \"{}\": {e}", spec.name)))?;
+        let value = outputs.get(&spec.output_name).ok_or_else(|| {
+            Error::new(ErrorKind::Inference, format!("model \"{}\" returned no output \"{}\"", spec.name, spec.output_name))
+        })?;
+        let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
+            Error::new(ErrorKind::ModelInvalid, format!("output \"{}\" is not a float32 tensor: {e}", spec.output_name))
+        })?;
+        if out_shape.first().copied() != Some(n as i64) || data.len() != n * spec.dims {
+            return Err(Error::new(
+                ErrorKind::ModelInvalid,
+                format!(
+                    "model \"{}\" output \"{}\" has shape {:?}; expected [{n}, {}] (dims in the model spec)",
+                    spec.name,
+                    spec.output_name,
+                    &out_shape[..],
+                    spec.dims
+                ),
+            ));
+        }
+        Ok(data.chunks_exact(spec.dims).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Preprocess `images` into `buf` (one `tensor_len()` slot each), in parallel when there are
+    /// several images; per-image results in order.
+    fn preprocess_into(&self, images: &[&[u8]], buf: &mut [f32], cancelled: &dyn Fn() -> bool) -> Result<Vec<Result<()>>> {
+        let per = self.tensor_len();
+        let pre = &self.model.pre;
+        let (limits, dct) = (&self.limits, self.jpeg_dct_scaling);
+        let threads = if self.decode_threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.decode_threads
+        }
+        .min(images.len());
+        if threads <= 1 {
+            let mut out = Vec::with_capacity(images.len());
+            for (bytes, slot) in images.iter().zip(buf.chunks_exact_mut(per)) {
+                if !out.is_empty() && cancelled() {
+                    return Err(cancelled_error());
+                }
+                out.push(pre.process_bytes(bytes, limits, dct, slot));
+            }
+            return Ok(out);
+        }
+
+        let stop = AtomicBool::new(false);
+        // Sets `stop` however this function is left (return, error or a panicking `cancelled`).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let (job_tx, job_rx) = mpsc::channel::<(usize, &mut [f32])>();
+        for job in buf.chunks_exact_mut(per).enumerate() {
+            job_tx.send(job).expect("receiver alive");
+        }
+        drop(job_tx);
+        let job_rx = Mutex::new(job_rx);
+        let (res_tx, res_rx) = mpsc::channel::<(usize, Result<()>)>();
+        let mut results: Vec<Option<Result<()>>> = (0..images.len()).map(|_| None).collect();
+        std::thread::scope(|s| -> Result<()> {
+            let _stop_guard = StopOnDrop(&stop);
+            for _ in 0..threads {
+                let (job_rx, res_tx, stop) = (&job_rx, res_tx.clone(), &stop);
+                s.spawn(move || loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((i, slot)) = job else { break };
+                    let r = pre.process_bytes(images[i], limits, dct, slot);
+                    if res_tx.send((i, r)).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(res_tx);
+            let mut received = 0;
+            while received < images.len() {
+                match res_rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok((i, r)) => {
+                        results[i] = Some(r);
+                        received += 1;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if received < images.len() && cancelled() {
+                    return Err(cancelled_error());
+                }
+            }
+            Ok(())
+        })?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid("image was not processed (worker stopped)"))))
+            .collect())
+    }
+}
+
+fn cancelled_error() -> Error {
+    Error::new(ErrorKind::Cancelled, "embedding was cancelled")
+}
