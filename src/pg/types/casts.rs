@@ -78,7 +78,7 @@ pub unsafe extern "C-unwind" fn array_to_embedding(fcinfo: pg_sys::FunctionCallI
             raise(
                 PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
                 format!("{what} value not allowed in embedding"),
-                Some(format!("Element {} is {v}.", i + 1)),
+                Some(format!("Element {} is {v:e}.", i + 1)),
                 None,
             );
         }

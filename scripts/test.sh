@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# pg_imgsim's test command (README; called by .ci/run). On a fresh Debian 12 machine, as root or with sudo:
+# installs whatever is missing (scripts/install-deps.sh, idempotent), then runs every test suite:
+#   formatting and clippy; plain `cargo test` of the pure crates (src/algo, src/pipeline);
+#   `cargo pgrx test pg15`; the extension installed; SQL regression tests (pg_regress form) and the
+#   shell tests in tests/sh/ against throwaway clusters. Ends with "N passed, M failed" and a non-zero exit
+#   status when anything failed.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export PG_MAJOR=${PG_MAJOR:-15}
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+export PATH=$HOME/.cargo/bin:$PATH
+logs=$root/target/test-logs
+mkdir -p "$logs"
+
+bash scripts/install-deps.sh || { echo "0 passed, 1 failed (install-deps)"; exit 1; }
+
+passed=0; failed=0; failures=()
+# step NAME COMMAND...: runs a suite, counts the individual tests its log reports (cargo's "test result"
+# lines, pg_regress's "... ok"/"... FAILED" lines, tests/sh's "PASS"/"FAIL" lines), or the suite as one test.
+step() {
+  local name=$1; shift
+  local log="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_').log"
+  printf '\n\033[1m=== %s\033[0m\n' "$name"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -aoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -aoE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+  p=$((p + $(grep -acE '^PASS |\.\.\. ok ' "$log" || true)))
+  f=$((f + $(grep -acE '^FAIL |\.\.\. FAILED' "$log" || true)))
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    if [ "$rc" -eq 0 ]; then p=1; else f=1; fi
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1
+  fi
+  passed=$((passed + p)); failed=$((failed + f))
+  [ "$f" -eq 0 ] || failures+=("$name (log: $log)")
+}
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+step "unit tests: imgsim-algo, imgsim-pipeline" cargo test -p imgsim-algo -p imgsim-pipeline
+pgdata=${PGRX_TEST_PGDATA:-/tmp/pg_imgsim-pgrx-test}
+mkdir -p "$pgdata" && chown postgres: "$pgdata" 2>/dev/null || true
+step "cargo pgrx test pg$PG_MAJOR" cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$pgdata"
+step "cargo pgrx install --release" cargo pgrx install --release --pg-config "$PG_CONFIG"
+step "SQL regression (pg_regress)" bash tests/pg_regress/run.sh
+for t in tests/sh/*.sh; do
+  [ -e "$t" ] || continue
+  step "shell test $(basename "$t" .sh)" bash "$t"
+done
+
+echo
+if [ "${#failures[@]}" -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
