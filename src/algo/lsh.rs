@@ -146,14 +146,14 @@ impl LshParams {
     /// Length of [`LshParams::to_bytes`].
     pub const ENCODED_LEN: usize = 32;
 
-    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows (see the crate docs):
-    /// 12 bits, 8 tables, 256-bit sketch.
+    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows:
+    /// 12 bits, 8 tables, 512-bit sketch (use [`LshParams::suggested_bits`] for other sizes).
     pub fn recommended(dims: u32, metric: Metric) -> LshParams {
         LshParams {
             dims,
             bits: 12,
             tables: 8,
-            sketch_bits: 256,
+            sketch_bits: 512,
             seed: 0x1d5_5eed,
             metric,
         }
@@ -835,8 +835,8 @@ impl SearchParams {
     pub fn recommended(k: usize) -> SearchParams {
         SearchParams {
             k,
-            max_candidates: 2000,
-            max_probes: 400,
+            max_candidates: 4000,
+            max_probes: 1000,
             rerank: 100.max(k),
         }
     }
@@ -860,6 +860,8 @@ pub struct SearchResult {
     pub probes: usize,
     /// Distinct rows collected from the probed buckets.
     pub candidates: usize,
+    /// Bucket entries read, duplicates across tables included (the index-page work).
+    pub entries: usize,
     /// Rows whose exact distance was computed.
     pub reranked: usize,
 }
@@ -1034,10 +1036,12 @@ impl MemIndex {
         let mut seen = vec![0u64; self.rows.div_ceil(64)];
         let mut cands: Vec<u32> = Vec::with_capacity(sp.max_candidates.min(self.rows));
         let mut probes = 0usize;
+        let mut entries = 0usize;
         if sp.max_candidates > 0 && sp.max_probes > 0 {
             for probe in qh.probes() {
                 probes += 1;
                 if let Some(ids) = self.buckets[probe.table as usize].get(&probe.code) {
+                    entries += ids.len();
                     for &id in ids {
                         let (w, b) = (id as usize / 64, id % 64);
                         if seen[w] & (1u64 << b) == 0 {
@@ -1078,6 +1082,7 @@ impl MemIndex {
             neighbors: scored,
             probes,
             candidates,
+            entries,
             reranked,
         })
     }

@@ -23,7 +23,12 @@ macro_rules! v1 {
 }
 
 /// Raises an ERROR with a SQLSTATE, message, and optional detail and hint. Never returns.
-pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: Option<String>) -> ! {
+pub fn raise(
+    code: PgSqlErrorCode,
+    message: impl Into<String>,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
     let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, message.into(), "pg_imgsim");
     if let Some(d) = detail {
         report = report.set_detail(d);

@@ -43,26 +43,39 @@ pub fn decode_rgb(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) ->
     if bytes.len() > limits.max_bytes {
         return Err(Error::new(
             ErrorKind::LimitExceeded,
-            format!("image is {} bytes, over the limit of {} bytes", bytes.len(), limits.max_bytes),
+            format!(
+                "image is {} bytes, over the limit of {} bytes",
+                bytes.len(),
+                limits.max_bytes
+            ),
         )
         .with_hint("raise the max_bytes limit or send a smaller file"));
     }
     let format = image::guess_format(bytes).map_err(|_| {
-        Error::invalid("input is not a recognised image").with_hint(format!("supported formats: {SUPPORTED_FORMATS}"))
+        Error::invalid("input is not a recognised image")
+            .with_hint(format!("supported formats: {SUPPORTED_FORMATS}"))
     })?;
     // Decoders parse untrusted data: turn a decoder panic into an error rather than unwinding
     // through the caller.
     let result = catch_unwind(AssertUnwindSafe(|| match format {
         ImageFormat::Jpeg => decode_jpeg(bytes, limits, min_short_side),
-        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::Tiff => {
-            decode_with_image(bytes, format, limits)
-        }
-        other => Err(Error::new(ErrorKind::Unsupported, format!("{} images are not supported", format_name(other)))
-            .with_hint(format!("supported formats: {SUPPORTED_FORMATS}"))),
+        ImageFormat::Png
+        | ImageFormat::WebP
+        | ImageFormat::Gif
+        | ImageFormat::Bmp
+        | ImageFormat::Tiff => decode_with_image(bytes, format, limits),
+        other => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{} images are not supported", format_name(other)),
+        )
+        .with_hint(format!("supported formats: {SUPPORTED_FORMATS}"))),
     }));
     match result {
         Ok(r) => r,
-        Err(_) => Err(Error::invalid(format!("the {} decoder failed on this input (corrupt image)", format_name(format)))),
+        Err(_) => Err(Error::invalid(format!(
+            "the {} decoder failed on this input (corrupt image)",
+            format_name(format)
+        ))),
     }
 }
 
@@ -74,20 +87,28 @@ fn format_name(f: ImageFormat) -> String {
         ImageFormat::Gif => "GIF".into(),
         ImageFormat::Bmp => "BMP".into(),
         ImageFormat::Tiff => "TIFF".into(),
-        other => other.extensions_str().first().map_or_else(|| format!("{other:?}"), |e| e.to_ascii_uppercase()),
+        other => other
+            .extensions_str()
+            .first()
+            .map_or_else(|| format!("{other:?}"), |e| e.to_ascii_uppercase()),
     }
 }
 
 /// Refuse zero-sized and too-large images from their header dimensions.
 pub(crate) fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<()> {
     if width == 0 || height == 0 {
-        return Err(Error::invalid(format!("image has a zero dimension ({width}x{height})")));
+        return Err(Error::invalid(format!(
+            "image has a zero dimension ({width}x{height})"
+        )));
     }
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(Error::new(
             ErrorKind::LimitExceeded,
-            format!("image is {width}x{height} = {pixels} pixels, over the limit of {} pixels", limits.max_pixels),
+            format!(
+                "image is {width}x{height} = {pixels} pixels, over the limit of {} pixels",
+                limits.max_pixels
+            ),
         )
         .with_hint("raise the max_pixels limit or downscale the image"));
     }
@@ -97,7 +118,9 @@ pub(crate) fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Resu
 fn decode_jpeg(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) -> Result<RgbImage> {
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.read_info().map_err(jpeg_error)?;
-    let info = dec.info().ok_or_else(|| Error::invalid("JPEG header could not be read"))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| Error::invalid("JPEG header could not be read"))?;
     check_dimensions(u32::from(info.width), u32::from(info.height), limits)?;
     if info.pixel_format == jpeg_decoder::PixelFormat::CMYK32 {
         // The image crate's decoder converts CMYK (including Adobe's inverted form) to RGB.
@@ -107,16 +130,26 @@ fn decode_jpeg(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) -> Re
         let min = u16::try_from(min).unwrap_or(u16::MAX);
         // `scale` picks the smallest 1/8..1 scale whose output reaches the request on at least one
         // axis: ask on the shorter axis only.
-        let (rw, rh) = if info.width <= info.height { (min, u16::MAX) } else { (u16::MAX, min) };
+        let (rw, rh) = if info.width <= info.height {
+            (min, u16::MAX)
+        } else {
+            (u16::MAX, min)
+        };
         dec.scale(rw, rh).map_err(jpeg_error)?;
     }
-    dec.set_max_decoding_buffer_size(usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX));
+    dec.set_max_decoding_buffer_size(
+        usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+    );
     let pixels = match dec.decode() {
         Ok(p) => p,
-        Err(jpeg_decoder::Error::Unsupported(_)) => return decode_with_image(bytes, ImageFormat::Jpeg, limits),
+        Err(jpeg_decoder::Error::Unsupported(_)) => {
+            return decode_with_image(bytes, ImageFormat::Jpeg, limits)
+        }
         Err(e) => return Err(jpeg_error(e)),
     };
-    let info = dec.info().ok_or_else(|| Error::invalid("JPEG header could not be read"))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| Error::invalid("JPEG header could not be read"))?;
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     let n = w as usize * h as usize;
     let img = match info.pixel_format {
@@ -134,7 +167,10 @@ fn decode_jpeg(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) -> Re
         _ => None,
     }
     .ok_or_else(|| Error::invalid("JPEG decoder returned a short pixel buffer"))?;
-    let orientation = dec.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    let orientation = dec
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
     let mut img = img;
     img.apply_orientation(orientation);
     Ok(to_rgb_on_white(img))
@@ -143,10 +179,13 @@ fn decode_jpeg(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) -> Re
 fn jpeg_error(e: jpeg_decoder::Error) -> Error {
     match e {
         jpeg_decoder::Error::Format(m) => Error::invalid(format!("corrupt JPEG: {m}")),
-        jpeg_decoder::Error::Unsupported(f) => {
-            Error::new(ErrorKind::Unsupported, format!("unsupported JPEG feature: {f:?}"))
+        jpeg_decoder::Error::Unsupported(f) => Error::new(
+            ErrorKind::Unsupported,
+            format!("unsupported JPEG feature: {f:?}"),
+        ),
+        jpeg_decoder::Error::Io(io) => {
+            Error::invalid(format!("truncated or unreadable JPEG: {io}"))
         }
-        jpeg_decoder::Error::Io(io) => Error::invalid(format!("truncated or unreadable JPEG: {io}")),
         other => Error::invalid(format!("corrupt JPEG: {other}")),
     }
 }
@@ -157,7 +196,12 @@ fn decode_with_image(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Resu
     let mut lim = image::Limits::default();
     // Decoders' own working buffers: a generous bound derived from the pixel limit (16 bytes per
     // pixel covers RGBA 32-bit float) plus slack for headers and palettes.
-    lim.max_alloc = Some(limits.max_pixels.saturating_mul(16).saturating_add(16 << 20));
+    lim.max_alloc = Some(
+        limits
+            .max_pixels
+            .saturating_mul(16)
+            .saturating_add(16 << 20),
+    );
     reader.limits(lim);
     let mut dec = reader.into_decoder().map_err(|e| image_error(e, &name))?;
     let (w, h) = dec.dimensions();
@@ -170,11 +214,21 @@ fn decode_with_image(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Resu
 
 fn image_error(e: ImageError, format: &str) -> Error {
     match e {
-        ImageError::Decoding(d) => Error::invalid(format!("corrupt or truncated {format} image: {d}")),
-        ImageError::Unsupported(u) => Error::new(ErrorKind::Unsupported, format!("unsupported {format} image: {u}")),
-        ImageError::Limits(l) => Error::new(ErrorKind::LimitExceeded, format!("{format} image exceeds a decoder limit: {l}"))
-            .with_hint("raise the max_pixels limit or downscale the image"),
-        ImageError::IoError(io) => Error::invalid(format!("truncated or unreadable {format} image: {io}")),
+        ImageError::Decoding(d) => {
+            Error::invalid(format!("corrupt or truncated {format} image: {d}"))
+        }
+        ImageError::Unsupported(u) => Error::new(
+            ErrorKind::Unsupported,
+            format!("unsupported {format} image: {u}"),
+        ),
+        ImageError::Limits(l) => Error::new(
+            ErrorKind::LimitExceeded,
+            format!("{format} image exceeds a decoder limit: {l}"),
+        )
+        .with_hint("raise the max_pixels limit or downscale the image"),
+        ImageError::IoError(io) => {
+            Error::invalid(format!("truncated or unreadable {format} image: {io}"))
+        }
         other => Error::invalid(format!("cannot decode {format} image: {other}")),
     }
 }
@@ -209,7 +263,10 @@ mod tests {
     #[test]
     fn empty_and_garbage() {
         let l = Limits::default();
-        assert_eq!(decode_rgb(b"", &l, None).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            decode_rgb(b"", &l, None).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         let e = decode_rgb(b"hello, this is plain text and not a picture", &l, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.hint().unwrap().contains("JPEG"));
@@ -217,25 +274,45 @@ mod tests {
 
     #[test]
     fn byte_limit() {
-        let l = Limits { max_bytes: 10, max_pixels: 100 };
+        let l = Limits {
+            max_bytes: 10,
+            max_pixels: 100,
+        };
         let e = decode_rgb(&[0u8; 11], &l, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     }
 
     #[test]
     fn dimensions() {
-        let l = Limits { max_bytes: 1, max_pixels: 100 };
+        let l = Limits {
+            max_bytes: 1,
+            max_pixels: 100,
+        };
         assert!(check_dimensions(10, 10, &l).is_ok());
-        assert_eq!(check_dimensions(10, 11, &l).unwrap_err().kind(), ErrorKind::LimitExceeded);
-        assert_eq!(check_dimensions(0, 11, &l).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            check_dimensions(10, 11, &l).unwrap_err().kind(),
+            ErrorKind::LimitExceeded
+        );
+        assert_eq!(
+            check_dimensions(0, 11, &l).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         // No overflow on huge headers.
-        assert_eq!(check_dimensions(u32::MAX, u32::MAX, &l).unwrap_err().kind(), ErrorKind::LimitExceeded);
+        assert_eq!(
+            check_dimensions(u32::MAX, u32::MAX, &l).unwrap_err().kind(),
+            ErrorKind::LimitExceeded
+        );
     }
 
     #[test]
     fn composite_on_white() {
-        let img = image::RgbaImage::from_raw(3, 1, vec![255, 0, 0, 255, 255, 0, 0, 0, 255, 0, 0, 128]).unwrap();
+        let img =
+            image::RgbaImage::from_raw(3, 1, vec![255, 0, 0, 255, 255, 0, 0, 0, 255, 0, 0, 128])
+                .unwrap();
         let rgb = to_rgb_on_white(DynamicImage::ImageRgba8(img));
-        assert_eq!(rgb.into_raw(), vec![255, 0, 0, 255, 255, 255, 255, 127, 127]);
+        assert_eq!(
+            rgb.into_raw(),
+            vec![255, 0, 0, 255, 255, 255, 255, 127, 127]
+        );
     }
 }

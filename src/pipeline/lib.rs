@@ -20,8 +20,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use model::{is_valid_model_name, ModelInfo, ModelRegistry, ModelSpec};
 pub use preprocess::Preprocessor;
 pub use session::{
-    clear_session_cache, init_runtime, runtime_library, ActiveProvider, Embedder, EmbedderConfig, ImageResult,
-    Provider,
+    clear_session_cache, init_runtime, runtime_library, ActiveProvider, Embedder, EmbedderConfig,
+    ImageResult, Provider,
 };
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

@@ -68,17 +68,29 @@ const MAX_INPUT_SIDE: u32 = 4096;
 impl ModelSpec {
     /// Parse and validate a spec from JSON text.
     pub fn from_json(text: &str) -> Result<ModelSpec> {
-        let spec: ModelSpec = serde_json::from_str(text)
-            .map_err(|e| Error::new(ErrorKind::ModelInvalid, format!("model spec is not valid: {e}")))?;
+        let spec: ModelSpec = serde_json::from_str(text).map_err(|e| {
+            Error::new(
+                ErrorKind::ModelInvalid,
+                format!("model spec is not valid: {e}"),
+            )
+        })?;
         spec.validate()?;
         Ok(spec)
     }
 
     /// Check the values a JSON parser cannot check.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::new(ErrorKind::ModelInvalid, format!("model spec \"{}\": {m}", self.name)));
+        let bad = |m: String| {
+            Err(Error::new(
+                ErrorKind::ModelInvalid,
+                format!("model spec \"{}\": {m}", self.name),
+            ))
+        };
         if self.format != 1 {
-            return bad(format!("unknown format {} (this build reads format 1)", self.format));
+            return bad(format!(
+                "unknown format {} (this build reads format 1)",
+                self.format
+            ));
         }
         if !is_valid_model_name(&self.name) {
             return bad("\"name\" must match [A-Za-z0-9_]{1,63}".into());
@@ -101,7 +113,9 @@ impl ModelSpec {
         for c in 0..3 {
             let (m, s) = (self.normalize.mean[c], self.normalize.std[c]);
             if !m.is_finite() || !s.is_finite() || s == 0.0 {
-                return bad(format!("normalize channel {c}: mean {m} / std {s} must be finite with std != 0"));
+                return bad(format!(
+                    "normalize channel {c}: mean {m} / std {s} must be finite with std != 0"
+                ));
             }
         }
         Ok(())
@@ -111,7 +125,9 @@ impl ModelSpec {
 /// `true` when `name` is a plain identifier `[A-Za-z0-9_]{1,63}`, so that it can never name a path
 /// outside the model directory.
 pub fn is_valid_model_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// One entry of [`ModelRegistry::list`].
@@ -147,7 +163,10 @@ impl ModelRegistry {
             )
             .with_hint("model names are plain identifiers: letters, digits and underscores, at most 63 characters"));
         }
-        Ok((self.dir.join(format!("{name}.json")), self.dir.join(format!("{name}.onnx"))))
+        Ok((
+            self.dir.join(format!("{name}.json")),
+            self.dir.join(format!("{name}.onnx")),
+        ))
     }
 
     /// Path of the ONNX file of model `name` (the name is validated; the file may not exist).
@@ -161,30 +180,53 @@ impl ModelRegistry {
         let text = match fs::read_to_string(&json) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let available: Vec<String> = self.list().map(|l| l.into_iter().map(|m| m.name).collect()).unwrap_or_default();
+                let available: Vec<String> = self
+                    .list()
+                    .map(|l| l.into_iter().map(|m| m.name).collect())
+                    .unwrap_or_default();
                 let hint = if available.is_empty() {
                     format!("no models are installed in {}", self.dir.display())
                 } else {
                     format!("available models: {}", available.join(", "))
                 };
-                return Err(Error::new(ErrorKind::ModelMissing, format!("model \"{name}\" not found ({} does not exist)", json.display()))
-                    .with_hint(hint));
+                return Err(Error::new(
+                    ErrorKind::ModelMissing,
+                    format!(
+                        "model \"{name}\" not found ({} does not exist)",
+                        json.display()
+                    ),
+                )
+                .with_hint(hint));
             }
             Err(e) => {
-                return Err(Error::new(ErrorKind::ModelMissing, format!("cannot read {}: {e}", json.display())));
+                return Err(Error::new(
+                    ErrorKind::ModelMissing,
+                    format!("cannot read {}: {e}", json.display()),
+                ));
             }
         };
-        let spec = ModelSpec::from_json(&text)
-            .map_err(|e| Error::new(ErrorKind::ModelInvalid, format!("{}: {}", json.display(), e.message())))?;
+        let spec = ModelSpec::from_json(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::ModelInvalid,
+                format!("{}: {}", json.display(), e.message()),
+            )
+        })?;
         if spec.name != name {
             return Err(Error::new(
                 ErrorKind::ModelInvalid,
-                format!("{}: \"name\" is \"{}\", expected \"{name}\"", json.display(), spec.name),
+                format!(
+                    "{}: \"name\" is \"{}\", expected \"{name}\"",
+                    json.display(),
+                    spec.name
+                ),
             ));
         }
         if !onnx.is_file() {
-            return Err(Error::new(ErrorKind::ModelMissing, format!("model \"{name}\": {} does not exist", onnx.display()))
-                .with_hint("each model needs <name>.json and <name>.onnx in the model directory"));
+            return Err(Error::new(
+                ErrorKind::ModelMissing,
+                format!("model \"{name}\": {} does not exist", onnx.display()),
+            )
+            .with_hint("each model needs <name>.json and <name>.onnx in the model directory"));
         }
         Ok(spec)
     }
@@ -193,18 +235,29 @@ impl ModelRegistry {
     /// Files that are not `<identifier>.json` are ignored; an invalid spec is skipped.
     pub fn list(&self) -> Result<Vec<ModelInfo>> {
         let rd = fs::read_dir(&self.dir).map_err(|e| {
-            Error::new(ErrorKind::ModelMissing, format!("cannot read model directory {}: {e}", self.dir.display()))
+            Error::new(
+                ErrorKind::ModelMissing,
+                format!("cannot read model directory {}: {e}", self.dir.display()),
+            )
         })?;
         let mut out = Vec::new();
         for entry in rd.flatten() {
             let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else { continue };
-            let Some(name) = file_name.strip_suffix(".json") else { continue };
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            let Some(name) = file_name.strip_suffix(".json") else {
+                continue;
+            };
             if !is_valid_model_name(name) {
                 continue;
             }
-            let Ok(text) = fs::read_to_string(entry.path()) else { continue };
-            let Ok(spec) = ModelSpec::from_json(&text) else { continue };
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(spec) = ModelSpec::from_json(&text) else {
+                continue;
+            };
             if spec.name != name {
                 continue;
             }
@@ -239,8 +292,20 @@ mod tests {
             assert!(is_valid_model_name(ok), "{ok}");
         }
         for bad in [
-            "", "../etc/passwd", "a/b", "a.b", "..", ".", "a b", "a-b", "a\0b", "/abs", "é", &"x".repeat(64),
-            "a\\b", "model.json",
+            "",
+            "../etc/passwd",
+            "a/b",
+            "a.b",
+            "..",
+            ".",
+            "a b",
+            "a-b",
+            "a\0b",
+            "/abs",
+            "é",
+            &"x".repeat(64),
+            "a\\b",
+            "model.json",
         ] {
             assert!(!is_valid_model_name(bad), "{bad:?}");
         }
@@ -252,13 +317,26 @@ mod tests {
         let inner = dir.join("models");
         fs::create_dir_all(&inner).unwrap();
         // A perfectly valid model one level up must not be reachable through the name.
-        fs::write(dir.join("outside.json"), SAMPLE.replace("efficientnet_lite0", "outside")).unwrap();
+        fs::write(
+            dir.join("outside.json"),
+            SAMPLE.replace("efficientnet_lite0", "outside"),
+        )
+        .unwrap();
         fs::write(dir.join("outside.onnx"), b"x").unwrap();
         let reg = ModelRegistry::new(&inner);
-        for name in ["../outside", "..%2Foutside", "/outside", "models/../../outside"] {
+        for name in [
+            "../outside",
+            "..%2Foutside",
+            "/outside",
+            "models/../../outside",
+        ] {
             let e = reg.load_spec(name).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ModelMissing, "{name}");
-            assert!(e.message().contains("not a valid model name"), "{}", e.message());
+            assert!(
+                e.message().contains("not a valid model name"),
+                "{}",
+                e.message()
+            );
             assert!(reg.onnx_path(name).is_err());
         }
         fs::remove_dir_all(&dir).unwrap();
@@ -271,11 +349,13 @@ mod tests {
         assert_eq!(s.crop, Crop::Center);
         assert_eq!(s.channel_order, ChannelOrder::Rgb);
         assert_eq!(s.normalize.std, [128.0; 3]);
-        let e = ModelSpec::from_json(&SAMPLE.replace("\"format\": 1", "\"format\": 2")).unwrap_err();
+        let e =
+            ModelSpec::from_json(&SAMPLE.replace("\"format\": 1", "\"format\": 2")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelInvalid);
         let e = ModelSpec::from_json(&SAMPLE.replace("\"nchw\"", "\"nhwc\"")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelInvalid);
-        let e = ModelSpec::from_json(&SAMPLE.replace("[128.0,128.0,128.0]", "[128.0,0.0,128.0]")).unwrap_err();
+        let e = ModelSpec::from_json(&SAMPLE.replace("[128.0,128.0,128.0]", "[128.0,0.0,128.0]"))
+            .unwrap_err();
         assert!(e.message().contains("std"), "{}", e.message());
         let e = ModelSpec::from_json("{").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelInvalid);
@@ -301,8 +381,14 @@ mod tests {
         let e = reg.load_spec("nope").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelMissing);
         assert!(e.hint().unwrap().contains("efficientnet_lite0"));
-        assert_eq!(reg.load_spec("broken").unwrap_err().kind(), ErrorKind::ModelInvalid);
-        assert_eq!(reg.load_spec("mismatch").unwrap_err().kind(), ErrorKind::ModelInvalid);
+        assert_eq!(
+            reg.load_spec("broken").unwrap_err().kind(),
+            ErrorKind::ModelInvalid
+        );
+        assert_eq!(
+            reg.load_spec("mismatch").unwrap_err().kind(),
+            ErrorKind::ModelInvalid
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

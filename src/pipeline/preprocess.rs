@@ -61,7 +61,13 @@ impl Preprocessor {
 
     /// Decode `bytes` and write the normalised CHW tensor of one image into `out`
     /// (`out.len() == self.tensor_len()`).
-    pub fn process_bytes(&self, bytes: &[u8], limits: &Limits, jpeg_dct_scaling: bool, out: &mut [f32]) -> Result<()> {
+    pub fn process_bytes(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+        jpeg_dct_scaling: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
         let min_short = jpeg_dct_scaling.then(|| self.min_decode_short_side());
         let img = decode_rgb(bytes, limits, min_short)?;
         self.process_image(&img, out)
@@ -72,7 +78,11 @@ impl Preprocessor {
         if out.len() != self.tensor_len() {
             return Err(Error::new(
                 ErrorKind::Inference,
-                format!("output buffer holds {} values, expected {}", out.len(), self.tensor_len()),
+                format!(
+                    "output buffer holds {} values, expected {}",
+                    out.len(),
+                    self.tensor_len()
+                ),
             ));
         }
         let (w, h) = img.dimensions();
@@ -95,7 +105,10 @@ impl Preprocessor {
         let (o1, o2) = rest.split_at_mut(plane);
         let [s0, s1, s2] = self.src_channel;
         let [l0, l1, l2] = [&self.lut[0], &self.lut[1], &self.lut[2]];
-        let rows = o0.chunks_exact_mut(ow).zip(o1.chunks_exact_mut(ow)).zip(o2.chunks_exact_mut(ow));
+        let rows = o0
+            .chunks_exact_mut(ow)
+            .zip(o1.chunks_exact_mut(ow))
+            .zip(o2.chunks_exact_mut(ow));
         for (y, ((r0, r1), r2)) in rows.enumerate() {
             let sy = top + y as i64;
             if sy < 0 || sy >= i64::from(bh) {
@@ -107,7 +120,12 @@ impl Preprocessor {
             }
             let stride = bw as usize * 3;
             let row = &buf[sy as usize * stride..(sy as usize + 1) * stride];
-            for (x, ((v0, v1), v2)) in r0.iter_mut().zip(r1.iter_mut()).zip(r2.iter_mut()).enumerate() {
+            for (x, ((v0, v1), v2)) in r0
+                .iter_mut()
+                .zip(r1.iter_mut())
+                .zip(r2.iter_mut())
+                .enumerate()
+            {
                 let sx = left + x as i64;
                 if sx < 0 || sx >= i64::from(bw) {
                     (*v0, *v1, *v2) = (l0[0], l1[0], l2[0]);
@@ -152,10 +170,13 @@ pub fn crop_offset(size: u32, crop: u32) -> i64 {
 /// Pillow-compatible antialiased bilinear resize of an RGB8 image.
 pub fn resize_rgb(img: &RgbImage, dst_w: u32, dst_h: u32) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
-    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| Error::invalid(format!("resize: {e}")))?;
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
+        .map_err(|e| Error::invalid(format!("resize: {e}")))?;
     let mut dst = Image::new(dst_w, dst_h, PixelType::U8x3);
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new().resize(&src, &mut dst, &opts).map_err(|e| Error::invalid(format!("resize: {e}")))?;
+    Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| Error::invalid(format!("resize: {e}")))?;
     Ok(dst.into_vec())
 }
 

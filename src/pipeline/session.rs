@@ -155,11 +155,22 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
         .with_hint(hint));
     }
     let builder = ort::init_from(library).map_err(|e| {
-        Error::new(ErrorKind::RuntimeUnavailable, format!("cannot load ONNX Runtime: {e}")).with_hint(hint)
+        Error::new(
+            ErrorKind::RuntimeUnavailable,
+            format!("cannot load ONNX Runtime: {e}"),
+        )
+        .with_hint(hint)
     })?;
-    let env = builder.with_name("imgsim").with_telemetry(false).build().map_err(|e| {
-        Error::new(ErrorKind::RuntimeUnavailable, format!("cannot create the ONNX Runtime environment: {e}"))
-    })?;
+    let env = builder
+        .with_name("imgsim")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::RuntimeUnavailable,
+                format!("cannot create the ONNX Runtime environment: {e}"),
+            )
+        })?;
     let _ = RUNTIME.set(Runtime {
         library: library.to_path_buf(),
         env,
@@ -191,20 +202,30 @@ fn session_cache() -> &'static Mutex<HashMap<SessionKey, Arc<LoadedModel>>> {
 /// Drop every cached session (the next [`Embedder::load`] reads the model files again).
 /// Embedders still alive keep their session until dropped.
 pub fn clear_session_cache() {
-    session_cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
+    session_cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
 }
 
-fn new_builder(rt: &Runtime, intra_threads: usize) -> std::result::Result<ort::session::builder::SessionBuilder, String> {
+fn new_builder(
+    rt: &Runtime,
+    intra_threads: usize,
+) -> std::result::Result<ort::session::builder::SessionBuilder, String> {
     let b = Session::builder(&rt.env).map_err(|e| e.to_string())?;
     let b = if intra_threads > 0 {
-        b.with_intra_threads(intra_threads).map_err(|e| e.to_string())?
+        b.with_intra_threads(intra_threads)
+            .map_err(|e| e.to_string())?
     } else {
         b
     };
     b.with_inter_threads(1).map_err(|e| e.to_string())
 }
 
-fn commit(b: &mut ort::session::builder::SessionBuilder, onnx: &Path) -> std::result::Result<Session, String> {
+fn commit(
+    b: &mut ort::session::builder::SessionBuilder,
+    onnx: &Path,
+) -> std::result::Result<Session, String> {
     b.commit_from_file(onnx).map_err(|e| e.to_string())
 }
 
@@ -215,16 +236,24 @@ fn build_session(
     intra_threads: usize,
 ) -> Result<(Session, ActiveProvider, Option<String>)> {
     let model_err = |m: String| {
-        Error::new(ErrorKind::ModelInvalid, format!("ONNX Runtime cannot load {}: {m}", onnx.display()))
+        Error::new(
+            ErrorKind::ModelInvalid,
+            format!("ONNX Runtime cannot load {}: {m}", onnx.display()),
+        )
     };
     let mut cuda_note = None;
     if provider != Provider::Cpu {
         let attempt = (|| -> std::result::Result<Session, String> {
             if !ort::ep::CUDA::is_available().unwrap_or(false) {
-                return Err("this ONNX Runtime library has no CUDA execution provider (CPU-only build)".into());
+                return Err(
+                    "this ONNX Runtime library has no CUDA execution provider (CPU-only build)"
+                        .into(),
+                );
             }
             let mut b = new_builder(rt, intra_threads)?;
-            ort::ep::CUDA::default().register(&mut b).map_err(|e| e.to_string())?;
+            ort::ep::CUDA::default()
+                .register(&mut b)
+                .map_err(|e| e.to_string())?;
             commit(&mut b, onnx)
         })();
         match attempt {
@@ -250,17 +279,34 @@ fn load_model(cfg: &EmbedderConfig, name: &str) -> Result<Arc<LoadedModel>> {
     let onnx = registry.onnx_path(name)?;
     let rt = runtime(&cfg.ort_library)?;
     let (session, provider, cuda_note) = build_session(rt, &onnx, cfg.provider, cfg.intra_threads)?;
-    let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>().join(", ");
+    let names = |o: &[ort::value::Outlet]| {
+        o.iter()
+            .map(|x| x.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !session.inputs().iter().any(|i| i.name() == spec.input_name) {
         return Err(Error::new(
             ErrorKind::ModelInvalid,
-            format!("model \"{name}\": the ONNX graph has no input \"{}\" (inputs: {})", spec.input_name, names(session.inputs())),
+            format!(
+                "model \"{name}\": the ONNX graph has no input \"{}\" (inputs: {})",
+                spec.input_name,
+                names(session.inputs())
+            ),
         ));
     }
-    if !session.outputs().iter().any(|o| o.name() == spec.output_name) {
+    if !session
+        .outputs()
+        .iter()
+        .any(|o| o.name() == spec.output_name)
+    {
         return Err(Error::new(
             ErrorKind::ModelInvalid,
-            format!("model \"{name}\": the ONNX graph has no output \"{}\" (outputs: {})", spec.output_name, names(session.outputs())),
+            format!(
+                "model \"{name}\": the ONNX graph has no output \"{}\" (outputs: {})",
+                spec.output_name,
+                names(session.outputs())
+            ),
         ));
     }
     Ok(Arc::new(LoadedModel {
@@ -307,7 +353,11 @@ impl Embedder {
         };
         let cache = session_cache();
         let mut newly_loaded = false;
-        let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let cached = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
         let model = match cached {
             Some(m) => {
                 // Still insist on the configured library (a switch is reported, not ignored).
@@ -317,7 +367,12 @@ impl Embedder {
             None => {
                 let m = load_model(cfg, name)?;
                 newly_loaded = true;
-                cache.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(m).clone()
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key)
+                    .or_insert(m)
+                    .clone()
             }
         };
         Ok(Embedder {
@@ -376,7 +431,11 @@ impl Embedder {
     /// decode); returning `true` stops with [`ErrorKind::Cancelled`]. If it panics (e.g. a
     /// PostgreSQL ERROR turned into a Rust panic), the workers are stopped and joined before the
     /// panic continues.
-    pub fn embed_batch_with(&self, images: &[&[u8]], cancelled: &dyn Fn() -> bool) -> Result<Vec<Vec<f32>>> {
+    pub fn embed_batch_with(
+        &self,
+        images: &[&[u8]],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<f32>>> {
         self.embed_batch_each(images, cancelled)?
             .into_iter()
             .enumerate()
@@ -386,10 +445,14 @@ impl Embedder {
 
     /// Like [`Embedder::embed_batch_with`], but a bad image only fails its own entry: the outer
     /// error is for cancellation and inference failures.
-    pub fn embed_batch_each(&self, images: &[&[u8]], cancelled: &dyn Fn() -> bool) -> Result<Vec<ImageResult>> {
+    pub fn embed_batch_each(
+        &self,
+        images: &[&[u8]],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<ImageResult>> {
         let per = self.tensor_len();
         let mut results: Vec<ImageResult> = Vec::with_capacity(images.len());
-        for (chunk_no, chunk) in images.chunks(self.max_batch).enumerate() {
+        for chunk in images.chunks(self.max_batch) {
             if cancelled() {
                 return Err(cancelled_error());
             }
@@ -406,14 +469,18 @@ impl Embedder {
                 }
             }
             buf.truncate(ok * per);
-            let mut embeddings = if ok > 0 { self.infer(buf, ok)? } else { Vec::new() }.into_iter();
+            let mut embeddings = if ok > 0 {
+                self.infer(buf, ok)?
+            } else {
+                Vec::new()
+            }
+            .into_iter();
             for r in pre {
                 results.push(match r {
                     Ok(()) => Ok(embeddings.next().expect("one embedding per good image")),
                     Err(e) => Err(e),
                 });
             }
-            let _ = chunk_no;
         }
         Ok(results)
     }
@@ -421,7 +488,9 @@ impl Embedder {
     /// Decode + preprocess one image into a fresh tensor buffer (for tools and benchmarks).
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.tensor_len()];
-        self.model.pre.process_bytes(bytes, &self.limits, self.jpeg_dct_scaling, &mut out)?;
+        self.model
+            .pre
+            .process_bytes(bytes, &self.limits, self.jpeg_dct_scaling, &mut out)?;
         Ok(out)
     }
 
@@ -431,21 +500,47 @@ impl Embedder {
         if tensor.len() != n * self.tensor_len() || n == 0 {
             return Err(Error::new(
                 ErrorKind::Inference,
-                format!("input tensor holds {} values, expected {} images x {}", tensor.len(), n, self.tensor_len()),
+                format!(
+                    "input tensor holds {} values, expected {} images x {}",
+                    tensor.len(),
+                    n,
+                    self.tensor_len()
+                ),
             ));
         }
         let shape = [n, 3, spec.input_height as usize, spec.input_width as usize];
-        let input = Tensor::from_array((shape, tensor))
-            .map_err(|e| Error::new(ErrorKind::Inference, format!("cannot create the input tensor: {e}")))?;
+        let input = Tensor::from_array((shape, tensor)).map_err(|e| {
+            Error::new(
+                ErrorKind::Inference,
+                format!("cannot create the input tensor: {e}"),
+            )
+        })?;
         let mut session = self.model.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = session
             .run(ort::inputs![spec.input_name.as_str() => input])
-            .map_err(|e| Error::new(ErrorKind::Inference, format!("ONNX Runtime failed to run model \"{}\": {e}", spec.name)))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Inference,
+                    format!("ONNX Runtime failed to run model \"{}\": {e}", spec.name),
+                )
+            })?;
         let value = outputs.get(&spec.output_name).ok_or_else(|| {
-            Error::new(ErrorKind::Inference, format!("model \"{}\" returned no output \"{}\"", spec.name, spec.output_name))
+            Error::new(
+                ErrorKind::Inference,
+                format!(
+                    "model \"{}\" returned no output \"{}\"",
+                    spec.name, spec.output_name
+                ),
+            )
         })?;
         let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
-            Error::new(ErrorKind::ModelInvalid, format!("output \"{}\" is not a float32 tensor: {e}", spec.output_name))
+            Error::new(
+                ErrorKind::ModelInvalid,
+                format!(
+                    "output \"{}\" is not a float32 tensor: {e}",
+                    spec.output_name
+                ),
+            )
         })?;
         if out_shape.first().copied() != Some(n as i64) || data.len() != n * spec.dims {
             return Err(Error::new(
@@ -464,7 +559,12 @@ impl Embedder {
 
     /// Preprocess `images` into `buf` (one `tensor_len()` slot each), in parallel when there are
     /// several images; per-image results in order.
-    fn preprocess_into(&self, images: &[&[u8]], buf: &mut [f32], cancelled: &dyn Fn() -> bool) -> Result<Vec<Result<()>>> {
+    fn preprocess_into(
+        &self,
+        images: &[&[u8]],
+        buf: &mut [f32],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Result<()>>> {
         let per = self.tensor_len();
         let pre = &self.model.pre;
         let (limits, dct) = (&self.limits, self.jpeg_dct_scaling);
@@ -536,7 +636,9 @@ impl Embedder {
         })?;
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::invalid("image was not processed (worker stopped)"))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Error::invalid("image was not processed (worker stopped)")))
+            })
             .collect())
     }
 }

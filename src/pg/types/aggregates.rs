@@ -9,7 +9,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-v1!(pg_finfo_embedding_accum, pg_finfo_embedding_combine, pg_finfo_embedding_avg);
+v1!(
+    pg_finfo_embedding_accum,
+    pg_finfo_embedding_combine,
+    pg_finfo_embedding_avg
+);
 
 /// Reads a `float8[]` state argument.
 ///
@@ -52,7 +56,9 @@ pub unsafe extern "C-unwind" fn embedding_accum(fcinfo: pg_sys::FunctionCallInfo
 /// `embedding_combine(float8[], float8[]) -> float8[]`
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_combine(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_combine(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT, two float8[] states.
     let (a, b) = unsafe { (state(fcinfo, 0), state(fcinfo, 1)) };
     let out = if a.len() <= 1 {

@@ -39,14 +39,20 @@ unsafe fn element_to_f32(d: pg_sys::Datum, elem_type: pg_sys::Oid) -> f64 {
 /// `array_to_embedding(anyarray, int4, bool) -> embedding`
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn array_to_embedding(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn array_to_embedding(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT; argument 0 is an array datum (the cast functions are declared per array type).
-    let arr = unsafe { pg_sys::pg_detoast_datum(arg(fcinfo, 0).cast_mut_ptr()) } as *mut pg_sys::ArrayType;
+    let arr = unsafe { pg_sys::pg_detoast_datum(arg(fcinfo, 0).cast_mut_ptr()) }
+        as *mut pg_sys::ArrayType;
     let typmod = unsafe { arg_i32(fcinfo, 1) };
     // SAFETY: `arr` is a detoasted array; ARR_NDIM/ARR_ELEMTYPE read its header.
     let (ndim, elem_type) = unsafe { ((*arr).ndim, (*arr).elemtype) };
     if ndim > 1 {
-        error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "array must be 1-dimensional to cast to embedding");
+        error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            "array must be 1-dimensional to cast to embedding",
+        );
     }
     let (mut typlen, mut typbyval, mut typalign) = (0i16, false, 0 as std::ffi::c_char);
     let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
@@ -55,8 +61,20 @@ pub unsafe extern "C-unwind" fn array_to_embedding(fcinfo: pg_sys::FunctionCallI
     // SAFETY: standard deconstruction of a valid array into palloc'd datum/null arrays of length n.
     let (elems, nulls) = unsafe {
         pg_sys::get_typlenbyvalalign(elem_type, &mut typlen, &mut typbyval, &mut typalign);
-        pg_sys::deconstruct_array(arr, elem_type, typlen as i32, typbyval, typalign, &mut elems, &mut nulls, &mut n);
-        (std::slice::from_raw_parts(elems, n.max(0) as usize), std::slice::from_raw_parts(nulls, n.max(0) as usize))
+        pg_sys::deconstruct_array(
+            arr,
+            elem_type,
+            typlen as i32,
+            typbyval,
+            typalign,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
+        (
+            std::slice::from_raw_parts(elems, n.max(0) as usize),
+            std::slice::from_raw_parts(nulls, n.max(0) as usize),
+        )
     };
     if let Some(i) = nulls.iter().position(|&isnull| isnull) {
         raise(
@@ -74,7 +92,13 @@ pub unsafe extern "C-unwind" fn array_to_embedding(fcinfo: pg_sys::FunctionCallI
         let v = unsafe { element_to_f32(d, elem_type) };
         let f = v as f32;
         if !v.is_finite() || !f.is_finite() {
-            let what = if v.is_nan() { "NaN" } else if v.is_finite() { "out of range" } else { "infinite" };
+            let what = if v.is_nan() {
+                "NaN"
+            } else if v.is_finite() {
+                "out of range"
+            } else {
+                "infinite"
+            };
             raise(
                 PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
                 format!("{what} value not allowed in embedding"),
@@ -90,7 +114,9 @@ pub unsafe extern "C-unwind" fn array_to_embedding(fcinfo: pg_sys::FunctionCallI
 /// `embedding_to_float4(embedding, int4, bool) -> real[]`
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_to_float4(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_to_float4(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT; argument 0 is an embedding.
     let e = unsafe { EmbeddingRef::from_datum(arg(fcinfo, 0)) };
     e.values().to_vec().into_datum().expect("real[] datum")

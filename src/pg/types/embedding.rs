@@ -29,7 +29,10 @@ impl<'a> EmbeddingRef<'a> {
             let total = pgrx::varsize(p as *const pg_sys::varlena);
             let dims = i16::from_ne_bytes([*p.add(4), *p.add(5)]) as usize;
             if total < HEADER + dims * 4 {
-                error(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "embedding value is corrupted: size does not match dimensions");
+                error(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    "embedding value is corrupted: size does not match dimensions",
+                );
             }
             let values = std::slice::from_raw_parts(p.add(HEADER) as *const f32, dims);
             EmbeddingRef { values }
@@ -69,7 +72,10 @@ pub fn new_datum(values: &[f32]) -> pg_sys::Datum {
 /// ERROR unless `dims` is within 1..=MAX_DIMS.
 pub fn check_dims(dims: usize) {
     if dims == 0 {
-        error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "embedding must have at least 1 dimension");
+        error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            "embedding must have at least 1 dimension",
+        );
     }
     if dims > MAX_DIMS {
         error(
@@ -82,7 +88,11 @@ pub fn check_dims(dims: usize) {
 /// ERROR if any value is NaN or infinite, naming the first offending position (1-based).
 pub fn check_finite(values: &[f32]) {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        let what = if values[i].is_nan() { "NaN" } else { "infinite value" };
+        let what = if values[i].is_nan() {
+            "NaN"
+        } else {
+            "infinite value"
+        };
         raise(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
             format!("{what} not allowed in embedding"),
@@ -107,7 +117,11 @@ pub fn check_same_dims(a: &EmbeddingRef, b: &EmbeddingRef) {
     if a.dims() != b.dims() {
         raise(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("different embedding dimensions {} and {}", a.dims(), b.dims()),
+            format!(
+                "different embedding dimensions {} and {}",
+                a.dims(),
+                b.dims()
+            ),
             None,
             Some("Both operands must have the same number of dimensions.".into()),
         );

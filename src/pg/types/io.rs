@@ -48,24 +48,42 @@ pub unsafe extern "C-unwind" fn embedding_in(fcinfo: pg_sys::FunctionCallInfo) -
     let input = unsafe { CStr::from_ptr(arg(fcinfo, 0).cast_mut_ptr::<c_char>()) };
     let input = input.to_string_lossy();
     // SAFETY: input functions get (cstring, oid, int4); older callers may pass only the first.
-    let typmod = if unsafe { nargs(fcinfo) } >= 3 { unsafe { arg_i32(fcinfo, 2) } } else { -1 };
+    let typmod = if unsafe { nargs(fcinfo) } >= 3 {
+        unsafe { arg_i32(fcinfo, 2) }
+    } else {
+        -1
+    };
     let values = match text::parse(&input) {
         Ok(v) => v,
-        Err(ParseError::Empty) => error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "embedding must have at least 1 dimension"),
-        Err(ParseError::Syntax { position, what }) => syntax_error(&input, format!("{what} (at character {position}).")),
-        Err(ParseError::NotANumber { element, position }) => {
-            syntax_error(&input, format!("Element {element} (at character {position}) is not a number."))
+        Err(ParseError::Empty) => error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            "embedding must have at least 1 dimension",
+        ),
+        Err(ParseError::Syntax { position, what }) => {
+            syntax_error(&input, format!("{what} (at character {position})."))
         }
+        Err(ParseError::NotANumber { element, position }) => syntax_error(
+            &input,
+            format!("Element {element} (at character {position}) is not a number."),
+        ),
         Err(ParseError::NonFinite { element, position }) => raise(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
             "NaN and infinity are not allowed in embedding",
-            Some(format!("Element {element} (at character {position}) is not finite.")),
+            Some(format!(
+                "Element {element} (at character {position}) is not finite."
+            )),
             None,
         ),
-        Err(ParseError::OutOfRange { element, position, token }) => raise(
+        Err(ParseError::OutOfRange {
+            element,
+            position,
+            token,
+        }) => raise(
             PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             format!("\"{token}\" is out of range for type embedding"),
-            Some(format!("Element {element} (at character {position}) does not fit in a 4-byte float.")),
+            Some(format!(
+                "Element {element} (at character {position}) does not fit in a 4-byte float."
+            )),
             None,
         ),
     };
@@ -93,12 +111,17 @@ pub unsafe extern "C-unwind" fn embedding_out(fcinfo: pg_sys::FunctionCallInfo) 
 /// `embedding_typmod_in(cstring[]) -> int4`: `embedding(n)`.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_typmod_in(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_typmod_in(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     let mut count: c_int = 0;
     // SAFETY: argument 0 is the cstring[] of modifiers; ArrayGetIntegerTypmods parses each as an int4
     // (raising ERROR on non-integers) and returns a palloc'd array of `count` values.
     let mods = unsafe {
-        let p = pg_sys::ArrayGetIntegerTypmods(arg(fcinfo, 0).cast_mut_ptr::<pg_sys::ArrayType>(), &mut count);
+        let p = pg_sys::ArrayGetIntegerTypmods(
+            arg(fcinfo, 0).cast_mut_ptr::<pg_sys::ArrayType>(),
+            &mut count,
+        );
         std::slice::from_raw_parts(p, count.max(0) as usize)
     };
     if mods.len() != 1 {
@@ -109,7 +132,10 @@ pub unsafe extern "C-unwind" fn embedding_typmod_in(fcinfo: pg_sys::FunctionCall
     }
     let n = mods[0] as i64;
     if n < 1 {
-        error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "dimensions for type embedding must be at least 1");
+        error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "dimensions for type embedding must be at least 1",
+        );
     }
     if n > MAX_DIMS as i64 {
         error(
@@ -126,23 +152,42 @@ pub unsafe extern "C-unwind" fn embedding_typmod_in(fcinfo: pg_sys::FunctionCall
 pub unsafe extern "C-unwind" fn embedding_recv(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let buf = arg(fcinfo, 0).cast_mut_ptr::<pg_sys::StringInfoData>();
     // SAFETY: receive functions get (internal StringInfo, oid, int4).
-    let typmod = if unsafe { nargs(fcinfo) } >= 3 { unsafe { arg_i32(fcinfo, 2) } } else { -1 };
+    let typmod = if unsafe { nargs(fcinfo) } >= 3 {
+        unsafe { arg_i32(fcinfo, 2) }
+    } else {
+        -1
+    };
     // SAFETY: `buf` is the message buffer; pq_getmsgbytes raises ERROR when fewer bytes remain.
-    let head = unsafe { std::slice::from_raw_parts(pg_sys::pq_getmsgbytes(buf, 4) as *const u8, 4) };
+    let head =
+        unsafe { std::slice::from_raw_parts(pg_sys::pq_getmsgbytes(buf, 4) as *const u8, 4) };
     let dims = i16::from_be_bytes([head[0], head[1]]);
     let unused = i16::from_be_bytes([head[2], head[3]]);
     if dims < 1 {
-        error(PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION, format!("invalid embedding dimensions {dims} in binary input"));
+        error(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("invalid embedding dimensions {dims} in binary input"),
+        );
     }
     if unused != 0 {
-        error(PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION, "invalid embedding binary input: reserved field must be zero");
+        error(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            "invalid embedding binary input: reserved field must be zero",
+        );
     }
     let dims = dims as usize;
     check_dims(dims);
     check_typmod(dims, typmod);
     // SAFETY: as above, 4 × dims bytes are read or an ERROR is raised.
-    let raw = unsafe { std::slice::from_raw_parts(pg_sys::pq_getmsgbytes(buf, (dims * 4) as c_int) as *const u8, dims * 4) };
-    let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let raw = unsafe {
+        std::slice::from_raw_parts(
+            pg_sys::pq_getmsgbytes(buf, (dims * 4) as c_int) as *const u8,
+            dims * 4,
+        )
+    };
+    let values: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     new_datum(&values)
 }
 
@@ -176,7 +221,9 @@ pub fn bytea_datum(bytes: &[u8]) -> pg_sys::Datum {
 /// `embedding(embedding, int4, bool) -> embedding`: the typmod coercion used by casts and assignments.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_typmod(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_typmod(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: (embedding, int4, bool) arguments, strict.
     let datum = unsafe { arg(fcinfo, 0) };
     let e = unsafe { EmbeddingRef::from_datum(datum) };

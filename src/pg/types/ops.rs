@@ -16,7 +16,12 @@ use std::cmp::Ordering;
 /// `fcinfo` must be a call with two non-null `embedding` arguments.
 unsafe fn two<'a>(fcinfo: pg_sys::FunctionCallInfo) -> (EmbeddingRef<'a>, EmbeddingRef<'a>) {
     // SAFETY: guaranteed by the caller.
-    let (a, b) = unsafe { (EmbeddingRef::from_datum(arg(fcinfo, 0)), EmbeddingRef::from_datum(arg(fcinfo, 1))) };
+    let (a, b) = unsafe {
+        (
+            EmbeddingRef::from_datum(arg(fcinfo, 0)),
+            EmbeddingRef::from_datum(arg(fcinfo, 1)),
+        )
+    };
     check_same_dims(&a, &b);
     (a, b)
 }
@@ -37,7 +42,10 @@ fn float8(v: f64) -> pg_sys::Datum {
 /// Result of element-wise arithmetic: ERROR on overflow to infinity, else a new embedding.
 fn arith_result(values: Vec<f32>) -> pg_sys::Datum {
     if values.iter().any(|v| !v.is_finite()) {
-        error(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow in embedding arithmetic");
+        error(
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            "value out of range: overflow in embedding arithmetic",
+        );
     }
     new_datum(&values)
 }
@@ -77,33 +85,64 @@ macro_rules! binary_float8 {
     };
 }
 
-binary_float8!(embedding_l2_distance, |a, b| (distance::l2_squared(a, b) as f64).sqrt());
-binary_float8!(embedding_l2_squared_distance, |a, b| distance::l2_squared(a, b) as f64);
+binary_float8!(embedding_l2_distance, |a, b| (distance::l2_squared(a, b)
+    as f64)
+    .sqrt());
+binary_float8!(
+    embedding_l2_squared_distance,
+    |a, b| distance::l2_squared(a, b) as f64
+);
 // Cosine distance with a zero vector is undefined: NaN (documented; matches pgvector), sorted last.
-binary_float8!(embedding_cosine_distance, |a, b| distance::cosine_distance(a, b) as f64);
+binary_float8!(
+    embedding_cosine_distance,
+    |a, b| distance::cosine_distance(a, b) as f64
+);
 binary_float8!(embedding_inner_product, |a, b| distance::dot(a, b) as f64);
-binary_float8!(embedding_negative_inner_product, |a, b| -(distance::dot(a, b) as f64));
+binary_float8!(
+    embedding_negative_inner_product,
+    |a, b| -(distance::dot(a, b) as f64)
+);
 
 /// `l2_norm(embedding) -> float8`
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_l2_norm(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_l2_norm(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT, one embedding argument.
     let a = unsafe { one(fcinfo) };
-    float8(a.values().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
+    float8(
+        a.values()
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt(),
+    )
 }
 
 /// `l2_normalize(embedding) -> embedding`; a zero vector stays a zero vector.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn embedding_l2_normalize(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn embedding_l2_normalize(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT, one embedding argument.
     let a = unsafe { one(fcinfo) };
-    let norm = a.values().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+    let norm = a
+        .values()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt();
     if norm == 0.0 {
         return new_datum(a.values());
     }
-    new_datum(&a.values().iter().map(|&v| (v as f64 / norm) as f32).collect::<Vec<_>>())
+    new_datum(
+        &a.values()
+            .iter()
+            .map(|&v| (v as f64 / norm) as f32)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// `dims(embedding) -> int4`
@@ -149,7 +188,12 @@ pub fn compare(a: &[f32], b: &[f32]) -> Ordering {
 /// `fcinfo` must be a call with two non-null `embedding` arguments.
 unsafe fn cmp_args(fcinfo: pg_sys::FunctionCallInfo) -> Ordering {
     // SAFETY: guaranteed by the caller.
-    let (a, b) = unsafe { (EmbeddingRef::from_datum(arg(fcinfo, 0)), EmbeddingRef::from_datum(arg(fcinfo, 1))) };
+    let (a, b) = unsafe {
+        (
+            EmbeddingRef::from_datum(arg(fcinfo, 0)),
+            EmbeddingRef::from_datum(arg(fcinfo, 1)),
+        )
+    };
     compare(a.values(), b.values())
 }
 

@@ -13,7 +13,11 @@ pub enum ParseError {
     /// NaN or infinity literal.
     NonFinite { element: usize, position: usize },
     /// A finite literal that overflows f32.
-    OutOfRange { element: usize, position: usize, token: String },
+    OutOfRange {
+        element: usize,
+        position: usize,
+        token: String,
+    },
 }
 
 fn is_space(c: u8) -> bool {
@@ -28,7 +32,10 @@ pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
         i += 1;
     }
     if i >= b.len() || b[i] != b'[' {
-        return Err(ParseError::Syntax { position: i + 1, what: "embedding must start with \"[\"" });
+        return Err(ParseError::Syntax {
+            position: i + 1,
+            what: "embedding must start with \"[\"",
+        });
     }
     i += 1;
     let mut values = Vec::new();
@@ -60,14 +67,21 @@ pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
             if lower.starts_with("inf") || lower == "nan" {
                 return Err(ParseError::NonFinite { element, position });
             }
-            return Err(ParseError::OutOfRange { element, position, token: token.to_string() });
+            return Err(ParseError::OutOfRange {
+                element,
+                position,
+                token: token.to_string(),
+            });
         }
         values.push(v);
         while i < b.len() && is_space(b[i]) {
             i += 1;
         }
         if i >= b.len() {
-            return Err(ParseError::Syntax { position: i + 1, what: "embedding must end with \"]\"" });
+            return Err(ParseError::Syntax {
+                position: i + 1,
+                what: "embedding must end with \"]\"",
+            });
         }
         if b[i] == b',' {
             i += 1;
@@ -77,13 +91,19 @@ pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
             i += 1;
             break;
         }
-        return Err(ParseError::Syntax { position: i + 1, what: "expected \",\" or \"]\"" });
+        return Err(ParseError::Syntax {
+            position: i + 1,
+            what: "expected \",\" or \"]\"",
+        });
     }
     while i < b.len() && is_space(b[i]) {
         i += 1;
     }
     if i < b.len() {
-        return Err(ParseError::Syntax { position: i + 1, what: "junk after closing \"]\"" });
+        return Err(ParseError::Syntax {
+            position: i + 1,
+            what: "junk after closing \"]\"",
+        });
     }
     Ok(values)
 }
@@ -92,12 +112,22 @@ pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
 /// `nan`, `inf`, `infinity`); rejects hexadecimal and anything else.
 fn parse_float(token: &str) -> Option<f32> {
     let t = token.as_bytes();
-    let body = t.strip_prefix(b"+").or_else(|| t.strip_prefix(b"-")).unwrap_or(t);
+    let body = t
+        .strip_prefix(b"+")
+        .or_else(|| t.strip_prefix(b"-"))
+        .unwrap_or(t);
     let lower = String::from_utf8_lossy(body).to_ascii_lowercase();
     if lower == "nan" || lower == "inf" || lower == "infinity" {
-        return token.to_ascii_lowercase().replace("infinity", "inf").parse::<f32>().ok();
+        return token
+            .to_ascii_lowercase()
+            .replace("infinity", "inf")
+            .parse::<f32>()
+            .ok();
     }
-    if !body.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.') {
+    if !body
+        .first()
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+    {
         return None;
     }
     token.parse::<f32>().ok()

@@ -12,7 +12,12 @@ fn decode(rel: &str) -> RgbImage {
 
 fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
     assert_eq!(a.dimensions(), b.dimensions());
-    let s: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| u64::from(x.abs_diff(y))).sum();
+    let s: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+        .sum();
     s as f64 / a.as_raw().len() as f64
 }
 
@@ -21,18 +26,27 @@ fn every_supported_format_decodes_to_the_same_picture() {
     let png = decode("formats/chelsea.png");
     assert_eq!(png.dimensions(), (150, 100));
     // Lossless formats are identical to the PNG.
-    for f in ["formats/chelsea.bmp", "formats/chelsea.tiff", "formats/chelsea.webp"] {
+    for f in [
+        "formats/chelsea.bmp",
+        "formats/chelsea.tiff",
+        "formats/chelsea.webp",
+    ] {
         let img = decode(f);
         assert_eq!(img.as_raw(), png.as_raw(), "{f}");
     }
     // Lossy / palette formats are close.
     let jpg = decode("formats/chelsea.jpg");
-    assert!(mean_abs_diff(&jpg, &png) < 3.0, "jpeg differs by {}", mean_abs_diff(&jpg, &png));
+    assert!(
+        mean_abs_diff(&jpg, &png) < 3.0,
+        "jpeg differs by {}",
+        mean_abs_diff(&jpg, &png)
+    );
     let gif = decode("formats/chelsea.gif");
     let d = mean_abs_diff(&gif, &png);
     // The second GIF frame is black: a first-frame decode stays close to the picture.
     assert!(d < 6.0, "gif differs by {d}");
-    let mean: f64 = gif.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / gif.as_raw().len() as f64;
+    let mean: f64 =
+        gif.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / gif.as_raw().len() as f64;
     assert!(mean > 60.0, "gif first frame expected, mean {mean}");
 }
 
@@ -45,12 +59,18 @@ fn exif_orientation_is_applied() {
         let img = decode_rgb(&bytes, &Limits::default(), None).unwrap();
         assert_eq!(img.dimensions(), (96, 64), "orientation {tag}");
         let d = mean_abs_diff(&img, &up);
-        assert!(d < 2.5, "orientation {tag}: mean abs diff {d} to the upright image");
+        assert!(
+            d < 2.5,
+            "orientation {tag}: mean abs diff {d} to the upright image"
+        );
     }
     // Sanity: without applying the tag, orientation 3 (180 degrees) would be far off.
-    let raw = image::load_from_memory_with_format(&fixture("exif/orientation3.jpg"), image::ImageFormat::Jpeg)
-        .unwrap()
-        .to_rgb8();
+    let raw = image::load_from_memory_with_format(
+        &fixture("exif/orientation3.jpg"),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap()
+    .to_rgb8();
     assert!(mean_abs_diff(&raw, &up) > 10.0);
 }
 
@@ -59,13 +79,24 @@ fn alpha_is_composited_on_white() {
     for f in ["alpha/rgba.png", "alpha/rgba.webp"] {
         let img = decode(f);
         assert_eq!(img.get_pixel(3, 5).0, [255, 0, 0], "{f}: opaque red");
-        assert_eq!(img.get_pixel(25, 5).0, [255, 255, 255], "{f}: transparent -> white");
+        assert_eq!(
+            img.get_pixel(25, 5).0,
+            [255, 255, 255],
+            "{f}: transparent -> white"
+        );
         // (0,255,0) at alpha 128 over white: 255 * 127 / 255 = 127
         let p = img.get_pixel(15, 5).0;
-        assert!(p[1] == 255 && (126..=128).contains(&p[0]) && p[0] == p[2], "{f}: half green {p:?}");
+        assert!(
+            p[1] == 255 && (126..=128).contains(&p[0]) && p[0] == p[2],
+            "{f}: half green {p:?}"
+        );
     }
     let pal = decode("alpha/palette_trns.png");
-    assert_eq!(pal.get_pixel(2, 2).0, [255, 255, 255], "transparent palette index -> white");
+    assert_eq!(
+        pal.get_pixel(2, 2).0,
+        [255, 255, 255],
+        "transparent palette index -> white"
+    );
     assert_eq!(pal.get_pixel(12, 2).0, [200, 30, 40]);
 }
 
@@ -74,13 +105,23 @@ fn greyscale_becomes_rgb() {
     for f in ["grey/chelsea_l.png", "grey/chelsea_l.jpg"] {
         let img = decode(f);
         assert_eq!(img.dimensions(), (150, 100));
-        assert!(img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "{f}");
+        assert!(
+            img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]),
+            "{f}"
+        );
         let colour = decode("formats/chelsea.png");
         let luma: Vec<f64> = colour
             .pixels()
-            .map(|p| 0.299 * f64::from(p.0[0]) + 0.587 * f64::from(p.0[1]) + 0.114 * f64::from(p.0[2]))
+            .map(|p| {
+                0.299 * f64::from(p.0[0]) + 0.587 * f64::from(p.0[1]) + 0.114 * f64::from(p.0[2])
+            })
             .collect();
-        let d: f64 = img.pixels().zip(&luma).map(|(p, l)| (f64::from(p.0[0]) - l).abs()).sum::<f64>() / luma.len() as f64;
+        let d: f64 = img
+            .pixels()
+            .zip(&luma)
+            .map(|(p, l)| (f64::from(p.0[0]) - l).abs())
+            .sum::<f64>()
+            / luma.len() as f64;
         assert!(d < 3.0, "{f}: grey differs from luma by {d}");
     }
 }
@@ -88,7 +129,11 @@ fn greyscale_becomes_rgb() {
 #[test]
 fn limits_refuse_huge_headers_before_decoding() {
     let l = Limits::default();
-    for f in ["limits/bomb_100000x100000.png", "limits/bomb_60000x60000.jpg", "limits/bomb_60000x60000.gif"] {
+    for f in [
+        "limits/bomb_100000x100000.png",
+        "limits/bomb_60000x60000.jpg",
+        "limits/bomb_60000x60000.gif",
+    ] {
         let e = decode_rgb(&fixture(f), &l, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{f}: {e}");
         assert!(e.message().contains("pixels"), "{f}: {e}");
@@ -96,11 +141,28 @@ fn limits_refuse_huge_headers_before_decoding() {
     }
     // A tight pixel limit refuses an ordinary image, a loose one accepts it.
     let png = fixture("formats/chelsea.png");
-    let tight = Limits { max_pixels: 150 * 100 - 1, ..l };
-    assert_eq!(decode_rgb(&png, &tight, None).unwrap_err().kind(), ErrorKind::LimitExceeded);
-    assert!(decode_rgb(&png, &Limits { max_pixels: 150 * 100, ..l }, None).is_ok());
+    let tight = Limits {
+        max_pixels: 150 * 100 - 1,
+        ..l
+    };
+    assert_eq!(
+        decode_rgb(&png, &tight, None).unwrap_err().kind(),
+        ErrorKind::LimitExceeded
+    );
+    assert!(decode_rgb(
+        &png,
+        &Limits {
+            max_pixels: 150 * 100,
+            ..l
+        },
+        None
+    )
+    .is_ok());
     // Byte limit.
-    let small = Limits { max_bytes: png.len() - 1, ..l };
+    let small = Limits {
+        max_bytes: png.len() - 1,
+        ..l
+    };
     let e = decode_rgb(&png, &small, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     assert!(e.message().contains("bytes"));
@@ -147,7 +209,12 @@ fn jpeg_dct_scaling_keeps_the_needed_resolution() {
     assert_eq!(full.dimensions(), (1024, 768));
     let scaled = decode_rgb(&bytes, &Limits::default(), Some(256)).unwrap();
     assert_eq!(scaled.dimensions(), (512, 384)); // 1/2: 1/4 would give a 192-px short side
-    let portrait = decode_rgb(&fixture("parity/statue_of_liberty.jpg"), &Limits::default(), Some(256)).unwrap();
+    let portrait = decode_rgb(
+        &fixture("parity/statue_of_liberty.jpg"),
+        &Limits::default(),
+        Some(256),
+    )
+    .unwrap();
     assert_eq!(portrait.dimensions(), (384, 512));
     // Small images are never scaled.
     let small = decode_rgb(&fixture("parity/coffee.jpg"), &Limits::default(), Some(256)).unwrap();
@@ -171,12 +238,21 @@ fn preprocess_layout_and_normalisation() {
     let mut out = vec![0f32; pre.tensor_len()];
     pre.process_image(&img, &mut out).unwrap();
     let plane = 224 * 224;
-    assert!(out[..plane].iter().all(|&v| (v - 128.0 / 128.0).abs() < 1e-6));
+    assert!(out[..plane]
+        .iter()
+        .all(|&v| (v - 128.0 / 128.0).abs() < 1e-6));
     assert!(out[plane..2 * plane].iter().all(|&v| v.abs() < 1e-6));
-    assert!(out[2 * plane..].iter().all(|&v| (v + 127.0 / 128.0).abs() < 1e-6));
+    assert!(out[2 * plane..]
+        .iter()
+        .all(|&v| (v + 127.0 / 128.0).abs() < 1e-6));
     let pre_bgr = Preprocessor::new(&spec("none", "bgr"));
     pre_bgr.process_image(&img, &mut out).unwrap();
-    assert!(out[..plane].iter().all(|&v| (v + 127.0 / 128.0).abs() < 1e-6), "B first");
+    assert!(
+        out[..plane]
+            .iter()
+            .all(|&v| (v + 127.0 / 128.0).abs() < 1e-6),
+        "B first"
+    );
     // Wrong buffer size is refused.
     assert!(pre.process_image(&img, &mut out[1..]).is_err());
 }

@@ -10,7 +10,8 @@ use common::{config, fixture, repo_root};
 use imgsim_pipeline::{cosine, init_runtime, ActiveProvider, Embedder, ErrorKind, Provider};
 
 fn parity_reference() -> BTreeMap<String, Vec<(String, Vec<f32>)>> {
-    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/parity_reference.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/parity_reference.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut out = BTreeMap::new();
     for (model, m) in v["models"].as_object().unwrap() {
@@ -20,7 +21,12 @@ fn parity_reference() -> BTreeMap<String, Vec<(String, Vec<f32>)>> {
             .iter()
             .zip(embs)
             .map(|(f, e)| {
-                let e: Vec<f32> = e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                let e: Vec<f32> = e
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
                 (f.as_str().unwrap().to_string(), e)
             })
             .collect();
@@ -50,14 +56,25 @@ fn parity_with_python_reference() {
                     worst = (c, file.clone());
                 }
             }
-            println!("parity {model} dct_scaling={dct}: min cosine {:.6} ({})", worst.0, worst.1);
-            assert!(worst.0 >= 0.995, "{model} (dct_scaling={dct}): cosine {:.6} on {} < 0.995", worst.0, worst.1);
+            println!(
+                "parity {model} dct_scaling={dct}: min cosine {:.6} ({})",
+                worst.0, worst.1
+            );
+            assert!(
+                worst.0 >= 0.995,
+                "{model} (dct_scaling={dct}): cosine {:.6} on {} < 0.995",
+                worst.0,
+                worst.1
+            );
         }
     }
 }
 
 fn parity_images() -> Vec<Vec<u8>> {
-    parity_reference()["efficientnet_lite0"].iter().map(|(f, _)| fixture(&format!("parity/{f}"))).collect()
+    parity_reference()["efficientnet_lite0"]
+        .iter()
+        .map(|(f, _)| fixture(&format!("parity/{f}")))
+        .collect()
 }
 
 #[test]
@@ -74,12 +91,18 @@ fn batch_equals_single() {
     for (img, b) in images.iter().zip(&batch) {
         let single = e.embed(img).unwrap();
         let scale = single.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = single.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let diff = single
+            .iter()
+            .zip(b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         worst = worst.max(diff / scale);
         assert!(cosine(&single, b) > 0.99999);
     }
     println!("batch vs single: worst max|diff| / max|v| = {worst:e}");
-    assert!(worst < 1e-4, "batch and single results differ by {worst:e} (relative)");
+    assert!(
+        worst < 1e-4,
+        "batch and single results differ by {worst:e} (relative)"
+    );
 }
 
 #[test]
@@ -95,7 +118,10 @@ fn bad_image_in_batch() {
     assert_eq!(err.index(), Some(1));
     assert!(err.to_string().starts_with("image 2: "), "{err}");
     let each = e.embed_batch_each(&refs, &|| false).unwrap();
-    assert_eq!(each[1].as_ref().unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        each[1].as_ref().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     let a = e.embed(&images[0]).unwrap();
     let b = e.embed(&images[1]).unwrap();
     assert!(cosine(each[0].as_ref().unwrap(), &a) > 0.99999);
@@ -137,19 +163,45 @@ fn missing_and_invalid_models() {
     let cfg = config();
     let e = Embedder::load(&cfg, "no_such_model").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ModelMissing);
-    assert!(e.hint().unwrap().contains("efficientnet_lite0"), "{:?}", e.hint());
+    assert!(
+        e.hint().unwrap().contains("efficientnet_lite0"),
+        "{:?}",
+        e.hint()
+    );
     let e = Embedder::load(&cfg, "../models/efficientnet_lite0").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ModelMissing);
 
     let dir = std::env::temp_dir().join(format!("imgsim-embed-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let spec = std::fs::read_to_string(cfg.model_dir.join("efficientnet_lite0.json")).unwrap();
-    std::fs::write(dir.join("garbage.json"), spec.replace("\"efficientnet_lite0\"", "\"garbage\"")).unwrap();
+    std::fs::write(
+        dir.join("garbage.json"),
+        spec.replace("\"efficientnet_lite0\"", "\"garbage\""),
+    )
+    .unwrap();
     std::fs::write(dir.join("garbage.onnx"), b"this is not an onnx file").unwrap();
-    std::fs::write(dir.join("wrongio.json"), spec.replace("\"efficientnet_lite0\"", "\"wrongio\"").replace("\"input\"", "\"pixels\"")).unwrap();
-    std::fs::copy(cfg.model_dir.join("efficientnet_lite0.onnx"), dir.join("wrongio.onnx")).unwrap();
-    std::fs::write(dir.join("wrongdims.json"), spec.replace("\"efficientnet_lite0\"", "\"wrongdims\"").replace("1280", "1000")).unwrap();
-    std::fs::copy(cfg.model_dir.join("efficientnet_lite0.onnx"), dir.join("wrongdims.onnx")).unwrap();
+    std::fs::write(
+        dir.join("wrongio.json"),
+        spec.replace("\"efficientnet_lite0\"", "\"wrongio\"")
+            .replace("\"input\"", "\"pixels\""),
+    )
+    .unwrap();
+    std::fs::copy(
+        cfg.model_dir.join("efficientnet_lite0.onnx"),
+        dir.join("wrongio.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("wrongdims.json"),
+        spec.replace("\"efficientnet_lite0\"", "\"wrongdims\"")
+            .replace("1280", "1000"),
+    )
+    .unwrap();
+    std::fs::copy(
+        cfg.model_dir.join("efficientnet_lite0.onnx"),
+        dir.join("wrongdims.onnx"),
+    )
+    .unwrap();
     let mut c2 = cfg.clone();
     c2.model_dir = dir.clone();
     let e = Embedder::load(&c2, "garbage").unwrap_err();
@@ -179,7 +231,10 @@ fn providers_and_cache() {
     assert!(a.cuda_fallback_reason().is_some());
     assert!(a.newly_loaded());
     let again = Embedder::load(&cfg, "resnet34_random").unwrap();
-    assert!(!again.newly_loaded(), "second load must come from the cache");
+    assert!(
+        !again.newly_loaded(),
+        "second load must come from the cache"
+    );
     assert_eq!(again.dims(), 512);
     assert_eq!(Provider::parse("CUDA"), Some(Provider::Cuda));
     assert_eq!(Provider::parse("tpu"), None);

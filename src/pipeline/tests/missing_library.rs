@@ -8,7 +8,10 @@ use imgsim_pipeline::{init_runtime, Embedder, EmbedderConfig, ErrorKind};
 #[test]
 fn missing_library() {
     let root = common::repo_root();
-    let cfg = EmbedderConfig::new("/nonexistent/libonnxruntime.so.1.32.0", root.join(".cache/models"));
+    let cfg = EmbedderConfig::new(
+        "/nonexistent/libonnxruntime.so.1.32.0",
+        root.join(".cache/models"),
+    );
     // The model spec is read first; use the fixture dir-independent path: model missing comes first
     // only when the model is absent, so check the runtime directly too.
     let e = init_runtime(&cfg.ort_library).unwrap_err();
