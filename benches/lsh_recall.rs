@@ -4,9 +4,12 @@
 //!  (b) every `.cache/emb/*.npy` file (f32 little-endian, shape [N, D]) if any exist.
 //!
 //! Run: `cargo bench -p imgsim-algo --bench lsh_recall` (about 2–3 minutes on 2 busy cores).
-//! Options (after `--`): `--rows N` (default 100000), `--queries Q` (200), `--metric l2|cosine`
-//! (synthetic set; npy files are measured with cosine), `--no-npy`, `--npy-only`,
-//! `--max-rows N` (cap for npy files, default 200000).
+//! Options (after `--`): `--rows N` (default 100000), `--queries Q` (200), `--metric l2|cosine|ip`
+//! (synthetic set; npy files are measured with cosine), `--npy FILE` (instead of .cache/emb/*.npy;
+//! repeatable), `--no-npy`, `--npy-only`, `--max-rows N` (cap for npy files, default 200000).
+//! Swept: bits = suggested_bits(rows) + {-4, -2, 0, +2}, tables {4, 8, 16}, sketch {256, 512},
+//! max_candidates {1, 2, 4, 8} % of rows ({10, 20, 40, 80} % under 10k rows), rerank {50, 100,
+//! 200, 400}.
 //!
 //! Every configuration is derived from one index built at the largest parameters with
 //! `MemIndex::truncated` (plane prefixes), so the sweep hashes the data only once.
@@ -17,10 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const K: usize = 10;
-const BITS: [u32; 4] = [8, 10, 12, 14];
+/// Swept bits: `LshParams::suggested_bits(rows)` plus these offsets (8, 10, 12, 14 at 100k rows).
+const BITS_OFFSETS: [i32; 4] = [-4, -2, 0, 2];
 const TABLES: [u32; 3] = [4, 8, 16];
 const SKETCH: [u32; 2] = [256, 512];
-const MAX_CANDIDATES: [usize; 4] = [1000, 2000, 4000, 8000];
+/// Swept max_candidates, in per cent of the rows (1000, 2000, 4000, 8000 at 100k rows).
+const MAX_CANDIDATES_PCT: [f64; 4] = [1.0, 2.0, 4.0, 8.0];
 const RERANK: [usize; 4] = [50, 100, 200, 400];
 /// Probe cap for the main sweep (high enough that `max_candidates` decides).
 const SWEEP_MAX_PROBES: usize = 20_000;
@@ -32,6 +37,7 @@ struct Opts {
     npy: bool,
     synthetic: bool,
     max_rows: usize,
+    npy_files: Vec<PathBuf>,
 }
 
 fn parse() -> Opts {
@@ -42,6 +48,7 @@ fn parse() -> Opts {
         npy: true,
         synthetic: true,
         max_rows: 200_000,
+        npy_files: Vec::new(),
     };
     let a: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -67,6 +74,10 @@ fn parse() -> Opts {
                     "ip" => Metric::InnerProduct,
                     m => panic!("unknown metric {m}"),
                 };
+                i += 1;
+            }
+            "--npy" => {
+                o.npy_files.push(PathBuf::from(val(i)));
                 i += 1;
             }
             "--no-npy" => o.npy = false,
@@ -130,19 +141,35 @@ struct Row {
     recall: f64,
     cand: f64,
     probes: f64,
+    entries: f64,
     us: f64,
 }
 
-/// A rough cost in "buffer accesses" for the PostgreSQL plan: a bucket probe ~2 (directory +
-/// bucket page), a candidate ~0.02 (≈50 index entries with sketches per page), an exact rerank ~3
-/// (heap tuple + out-of-line vector). Used only to rank configurations that reach the recall target.
+/// A rough cost in "buffer accesses" for the PostgreSQL plan: a bucket probe ~1 (directory
+/// lookup), a bucket entry read ~0.01 (≈100 entries with sketches per 8 KB page), an exact rerank
+/// ~3 (heap tuple + out-of-line 2 KB vector). Used only to rank configurations that reach the
+/// recall target.
 fn cost(r: &Row) -> f64 {
-    2.0 * r.probes + 0.02 * r.cand + 3.0 * r.rerank as f64
+    r.probes + 0.01 * r.entries + 3.0 * r.rerank as f64
 }
 
 fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Metric) {
     let rows = data.len() / dims;
     let nq = queries.len() / dims;
+    let sb = LshParams::suggested_bits(rows as u64) as i32;
+    let mut bits_list: Vec<u32> = BITS_OFFSETS
+        .iter()
+        .map(|o| (sb + o).clamp(4, 20) as u32)
+        .collect();
+    bits_list.dedup();
+    let max_bits = *bits_list.last().unwrap();
+    // Small sets (real-embedding samples): 10x the percentages, so the sweep is not all at 2k.
+    let scale = if rows < 10_000 { 10.0 } else { 1.0 };
+    let mut cand_list: Vec<usize> = MAX_CANDIDATES_PCT
+        .iter()
+        .map(|p| ((rows as f64 * scale * p / 100.0).round() as usize).max(2 * K))
+        .collect();
+    cand_list.dedup();
     println!("\n=== {name}: {rows} rows x {dims}-d, {nq} queries, metric {metric:?}, recall@{K} vs exact ===");
     let t = Instant::now();
     let truth: Vec<Vec<Neighbor>> = queries
@@ -154,7 +181,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
     let big = MemIndex::build(
         LshParams {
             dims: dims as u32,
-            bits: *BITS.last().unwrap(),
+            bits: max_bits,
             tables: *TABLES.last().unwrap(),
             sketch_bits: *SKETCH.last().unwrap(),
             seed: LshParams::recommended(dims as u32, metric).seed,
@@ -165,7 +192,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
     .expect("build");
     drop(data);
     println!(
-        "exact scan: {exact_ms:.2} ms/query; hashing all rows at bits 14, 16 tables, 512-bit sketch: {:.1} s",
+        "exact scan: {exact_ms:.2} ms/query; hashing all rows at bits {max_bits}, 16 tables, 512-bit sketch: {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let mut results: Vec<Row> = Vec::new();
@@ -184,13 +211,14 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
         "probes",
         "us@rr100"
     );
-    for &bits in &BITS {
+    for &bits in &bits_list {
         for &tables in &TABLES {
             for &sketch in &SKETCH {
                 let idx = big.truncated(bits, tables, sketch).expect("truncate");
-                for &max_cand in &MAX_CANDIDATES {
+                for &max_cand in &cand_list {
                     let mut line = Vec::new();
-                    let (mut cand_avg, mut probes_avg, mut us100) = (0.0, 0.0, 0.0);
+                    let (mut cand_avg, mut probes_avg, mut entries_avg, mut us100) =
+                        (0.0, 0.0, 0.0, 0.0);
                     for &rerank in &RERANK {
                         let sp = SearchParams {
                             k: K,
@@ -198,13 +226,15 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
                             max_probes: SWEEP_MAX_PROBES,
                             rerank,
                         };
-                        let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
+                        let (mut rc, mut cand, mut probes, mut entries) =
+                            (0.0, 0usize, 0usize, 0usize);
                         let t = Instant::now();
                         for (q, tr) in queries.chunks_exact(dims).zip(&truth) {
                             let r = idx.search(q, &sp).expect("search");
                             rc += recall(&r.neighbors, tr);
                             cand += r.candidates;
                             probes += r.probes;
+                            entries += r.entries;
                         }
                         let us = t.elapsed().as_secs_f64() * 1e6 / nq as f64;
                         let row = Row {
@@ -216,18 +246,20 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
                             recall: rc / nq as f64,
                             cand: cand as f64 / nq as f64,
                             probes: probes as f64 / nq as f64,
+                            entries: entries as f64 / nq as f64,
                             us,
                         };
                         line.push(row.recall);
                         cand_avg = row.cand;
                         probes_avg = row.probes;
+                        entries_avg = row.entries;
                         if rerank == 100 {
                             us100 = us;
                         }
                         results.push(row);
                     }
                     println!(
-                        "{bits:>4} {tables:>3} {sketch:>6} {max_cand:>7} | {:>6.3} {:>6.3} {:>6.3} {:>6.3} | {cand_avg:>7.0} {:>5.2}% {probes_avg:>7.0} {us100:>8.0}",
+                        "{bits:>4} {tables:>3} {sketch:>6} {max_cand:>7} | {:>6.3} {:>6.3} {:>6.3} {:>6.3} | {cand_avg:>7.0} {:>5.2}% {entries_avg:>7.0} {probes_avg:>7.0} {us100:>8.0}",
                         line[0],
                         line[1],
                         line[2],
@@ -240,14 +272,24 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
     }
     let mut ok: Vec<&Row> = results.iter().filter(|r| r.recall >= 0.95).collect();
     ok.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
-    println!("\ncheapest configurations with recall@{K} >= 0.95 (cost = 2*probes + 0.02*candidates + 3*rerank):");
+    println!("\ncheapest configurations with recall@{K} >= 0.95 (cost = probes + 0.01*entries + 3*rerank):");
     println!(
-        "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6} {:>7} {:>7} {:>7} {:>7}",
-        "bits", "L", "sketch", "maxcand", "rerank", "recall", "cand", "probes", "us", "cost"
+        "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "bits",
+        "L",
+        "sketch",
+        "maxcand",
+        "rerank",
+        "recall",
+        "cand",
+        "entries",
+        "probes",
+        "us",
+        "cost"
     );
     for r in ok.iter().take(12) {
         println!(
-            "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6.3} {:>7.0} {:>7.0} {:>7.0} {:>7.0}",
+            "{:>4} {:>3} {:>6} {:>7} {:>6} | {:>6.3} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>7.0}",
             r.bits,
             r.tables,
             r.sketch,
@@ -255,6 +297,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
             r.rerank,
             r.recall,
             r.cand,
+            r.entries,
             r.probes,
             r.us,
             cost(r)
@@ -265,10 +308,11 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
     }
 
     // The recommended defaults, and the effect of a probe cap on them.
-    let rec = LshParams::recommended(dims as u32, metric);
-    let base = SearchParams::recommended(K);
+    let mut rec = LshParams::recommended(dims as u32, metric);
+    rec.bits = LshParams::suggested_bits(rows as u64).min(max_bits);
+    let base = SearchParams::for_rows(rows as u64, K);
     println!(
-        "\nrecommended defaults (LshParams::recommended / SearchParams::recommended): bits {}, tables {}, sketch {}, max_candidates {}, max_probes {}, rerank {}",
+        "\nrecommended defaults (LshParams::recommended with bits = suggested_bits(rows), SearchParams::for_rows(rows)): bits {}, tables {}, sketch {}, max_candidates {}, max_probes {}, rerank {}",
         rec.bits, rec.tables, rec.sketch_bits, base.max_candidates, base.max_probes, base.rerank
     );
     let idx = big
@@ -285,7 +329,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
         "{:>10} | {:>6} {:>7} {:>7} {:>7}",
         "max_probes", "recall", "cand", "probes", "us"
     );
-    for max_probes in [25, 50, 100, 200, 400, 800, 20_000] {
+    for max_probes in [25, 50, 100, 150, 200, 400, 1000, 20_000] {
         let sp = SearchParams { max_probes, ..base };
         let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
         let t = Instant::now();
@@ -335,14 +379,18 @@ fn main() {
         run_set(&name, data, &queries, spec.dims, o.metric);
     }
     if o.npy {
-        let files = npy_files();
+        let files = if o.npy_files.is_empty() {
+            npy_files()
+        } else {
+            o.npy_files.clone()
+        };
         if files.is_empty() {
             println!("\n(no .cache/emb/*.npy files: real-embedding study skipped)");
         }
         for f in files {
             match read_npy(&f) {
                 Ok((mut v, n, d)) => {
-                    if n < 2 * o.queries.min(n / 2).max(1) || n < 100 {
+                    if n < 100 {
                         println!("\n{}: only {n} rows, skipped", f.display());
                         continue;
                     }

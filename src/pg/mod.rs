@@ -4,5 +4,7 @@
 // safety contract is their SQL declaration in sql/*.sql (argument types, STRICT), stated at each body.
 #![allow(clippy::missing_safety_doc)]
 
+pub mod am;
 pub mod fmgr;
+pub mod gucs;
 pub mod types;

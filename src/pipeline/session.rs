@@ -226,7 +226,50 @@ fn commit(
     b: &mut ort::session::builder::SessionBuilder,
     onnx: &Path,
 ) -> std::result::Result<Session, String> {
+    // ONNX Runtime starts its intra-op thread pool here: those threads inherit a fully blocked
+    // signal mask, so process-directed signals (a PostgreSQL backend's SIGINT, SIGUSR1, SIGALRM...)
+    // keep being handled by the calling thread.
+    let _blocked = SignalsBlocked::new();
     b.commit_from_file(onnx).map_err(|e| e.to_string())
+}
+
+/// Blocks every signal in the calling thread until dropped (then restores the previous mask).
+/// Threads spawned meanwhile inherit the blocked mask and so never run the process's signal
+/// handlers. Used only as a local guard on one thread.
+pub(crate) struct SignalsBlocked {
+    #[cfg(unix)]
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    pub(crate) fn new() -> Self {
+        #[cfg(unix)]
+        {
+            // SAFETY: both sigset_t values are plain C data initialised by sigfillset /
+            // pthread_sigmask before being read; pthread_sigmask only changes the calling thread's
+            // mask, which `drop` restores on the same thread.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                let mut old: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+                SignalsBlocked { old }
+            }
+        }
+        #[cfg(not(unix))]
+        SignalsBlocked {}
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: `self.old` was filled by pthread_sigmask in `new` on this same thread (the guard
+        // is a local that never leaves it); restoring it affects only the calling thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
 }
 
 fn build_session(
@@ -603,6 +646,9 @@ impl Embedder {
         let mut results: Vec<Option<Result<()>>> = (0..images.len()).map(|_| None).collect();
         std::thread::scope(|s| -> Result<()> {
             let _stop_guard = StopOnDrop(&stop);
+            // Workers start with every signal blocked (see `SignalsBlocked`); the calling thread's
+            // mask is restored as soon as they are spawned.
+            let blocked = SignalsBlocked::new();
             for _ in 0..threads {
                 let (job_rx, res_tx, stop) = (&job_rx, res_tx.clone(), &stop);
                 s.spawn(move || loop {
@@ -617,6 +663,7 @@ impl Embedder {
                     }
                 });
             }
+            drop(blocked);
             drop(res_tx);
             let mut received = 0;
             while received < images.len() {
@@ -645,4 +692,44 @@ impl Embedder {
 
 fn cancelled_error() -> Error {
     Error::new(ErrorKind::Cancelled, "embedding was cancelled")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn embedder_is_thread_safe() {
+        assert_send_sync::<Embedder>();
+        assert_send_sync::<EmbedderConfig>();
+    }
+
+    #[cfg(unix)]
+    fn current_mask_blocks(sig: libc::c_int) -> bool {
+        // SAFETY: query-only pthread_sigmask (null new set) into an initialised local.
+        unsafe {
+            let mut cur: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur);
+            libc::sigismember(&cur, sig) == 1
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn spawned_threads_block_signals_and_caller_is_restored() {
+        assert!(!current_mask_blocks(libc::SIGINT));
+        let inner = {
+            let _g = SignalsBlocked::new();
+            std::thread::spawn(|| {
+                current_mask_blocks(libc::SIGINT) && current_mask_blocks(libc::SIGUSR1)
+            })
+        };
+        assert!(!current_mask_blocks(libc::SIGINT), "caller mask restored");
+        assert!(
+            inner.join().unwrap(),
+            "thread spawned under the guard has signals blocked"
+        );
+    }
 }

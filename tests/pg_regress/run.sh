@@ -12,7 +12,7 @@ if [ $# -gt 0 ]; then tests=("$@"); else
 fi
 regress=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress
 rc=0
-pg_virtualenv -v "$PG_MAJOR" \
+pg_virtualenv -t -v "$PG_MAJOR" \
   "$regress" --inputdir="$here" --outputdir="$out" --dbname=imgsim_regress \
   --load-extension=pg_imgsim "${tests[@]}" || rc=$?
 if [ $rc -ne 0 ] && [ -f "$out/regression.diffs" ]; then

@@ -4,7 +4,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PG_IMGSIM_IN_VENV:-}" ]; then
-  PG_IMGSIM_IN_VENV=1 exec pg_virtualenv -v "${PG_MAJOR:-15}" bash "$0" "$@"
+  PG_IMGSIM_IN_VENV=1 exec pg_virtualenv -t -v "${PG_MAJOR:-15}" bash "$0" "$@"
 fi
 . "$here/lib.sh"
 psql -qX -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE src' -c 'CREATE DATABASE dst' >/dev/null

@@ -1,0 +1,403 @@
+//! `ambuild` / `ambuildempty`: one heap scan writes every vector into VECTOR pages and accumulates the
+//! mean; then rows are hashed (planes regenerated from the options' seed) and each table's superbucket
+//! chains, the mean and the directory are written. Every page is written once, whole, through
+//! GenericXLog (a full-page image, as log_newpage would), so the build is crash-safe and replicated.
+
+use super::options;
+use super::page::{self, BucketEntry, Meta, VectorItem, VectorRef};
+use super::shape::{self, block_of, new_buffer, page_of, release};
+use super::xlog::PageWrite;
+use super::MAX_INDEX_DIMS;
+use crate::pg::fmgr::{error, raise};
+use crate::pg::types::embedding::EmbeddingRef;
+use imgsim_algo::lsh::{LshModel, LshParams, MeanAccumulator, Metric};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+const PHASE_LOAD: i64 = 2;
+const PHASE_HASH: i64 = 3;
+const PHASE_WRITE: i64 = 4;
+
+/// `ambuildphasename`: names of the build sub-phases shown in pg_stat_progress_create_index.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildphasename(phase: i64) -> *mut std::ffi::c_char {
+    let name: &std::ffi::CStr = match phase {
+        PHASE_LOAD => c"loading vectors",
+        PHASE_HASH => c"hashing rows",
+        PHASE_WRITE => c"writing buckets",
+        _ => return std::ptr::null_mut(),
+    };
+    name.as_ptr() as *mut std::ffi::c_char
+}
+
+fn progress(param: u32, value: i64) {
+    // SAFETY: updating our own backend's progress slot; a no-op outside a progress-reporting command.
+    unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
+}
+
+/// An 8 kB page image built in backend-local memory, written once with [`write_new_page`].
+pub struct LocalPage {
+    buf: Vec<u64>,
+}
+
+impl LocalPage {
+    pub fn new(kind: u16) -> LocalPage {
+        let mut p = LocalPage { buf: vec![0u64; pg_sys::BLCKSZ as usize / 8] };
+        // SAFETY: `buf` is BLCKSZ bytes, 8-aligned, owned by us.
+        unsafe { page::init_page(p.page(), kind) };
+        p
+    }
+    pub fn page(&mut self) -> pg_sys::Page {
+        self.buf.as_mut_ptr() as pg_sys::Page
+    }
+    /// Adds an item, or returns false if the page is full.
+    pub fn add(&mut self, bytes: &[u8]) -> Option<pg_sys::OffsetNumber> {
+        // SAFETY: the image is a valid initialised page owned by us.
+        unsafe { page::add_item(self.page(), bytes) }
+    }
+    pub fn set_next(&mut self, next: pg_sys::BlockNumber) {
+        // SAFETY: as above.
+        unsafe { (*page::opaque(self.page())).next = next };
+    }
+    pub fn is_empty(&mut self) -> bool {
+        // SAFETY: as above.
+        unsafe { page::max_offset(self.page()) == 0 }
+    }
+}
+
+/// Appends `image` to the index as a new page (WAL-logged as a full image); returns its block number.
+pub fn write_new_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &mut LocalPage) -> pg_sys::BlockNumber {
+    let buf = new_buffer(index, fork);
+    let mut w = PageWrite::start(index);
+    let p = w.page(buf, true);
+    // SAFETY: `p` is the registered BLCKSZ image of the new buffer; `image` is a full page.
+    unsafe { std::ptr::copy_nonoverlapping(image.page() as *const u8, p as *mut u8, pg_sys::BLCKSZ as usize) };
+    w.finish();
+    let blk = block_of(buf);
+    release(buf);
+    blk
+}
+
+struct BuildState {
+    metric: Metric,
+    dims: usize,
+    page: Option<LocalPage>,
+    /// Vectors waiting on `page` (offset, heap tid) are addressed once the page's block is known.
+    pending: Vec<pg_sys::OffsetNumber>,
+    vrefs: Vec<VectorRef>,
+    mean: Option<MeanAccumulator>,
+    index: pg_sys::Relation,
+}
+
+impl BuildState {
+    fn flush(&mut self) {
+        if let Some(mut p) = self.page.take() {
+            if !p.is_empty() {
+                let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut p);
+                self.vrefs.extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
+            }
+        }
+    }
+
+    fn add(&mut self, tid: pg_sys::ItemPointerData, values: &[f32]) {
+        if self.dims == 0 {
+            self.dims = values.len();
+            check_index_dims(self.dims);
+        }
+        if values.len() != self.dims {
+            shape::dims_mismatch(self.dims, values.len());
+        }
+        let mean = self.mean.get_or_insert_with(|| MeanAccumulator::new(values.len(), self.metric));
+        if let Err(e) = mean.add(values) {
+            error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot index this embedding: {e}"));
+        }
+        let item = VectorItem::encode(tid, values);
+        if self.page.is_none() {
+            self.page = Some(LocalPage::new(page::KIND_VECTOR));
+        }
+        let off = match self.page.as_mut().and_then(|p| p.add(&item)) {
+            Some(off) => off,
+            None => {
+                self.flush();
+                let mut p = LocalPage::new(page::KIND_VECTOR);
+                let off = p.add(&item).expect("a vector item fits an empty page");
+                self.page = Some(p);
+                off
+            }
+        };
+        self.pending.push(off);
+    }
+}
+
+/// ERROR unless an index can hold vectors of `dims` dimensions.
+pub fn check_index_dims(dims: usize) {
+    if dims > MAX_INDEX_DIMS {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("lsh index supports at most {MAX_INDEX_DIMS} dimensions, not {dims}"),
+            None,
+            Some("Reduce the embedding dimensions, or search without an index.".into()),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn build_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    // SAFETY: `state` is the BuildState passed to table_index_build_scan; values/isnull have one column.
+    unsafe {
+        pg_sys::check_for_interrupts!();
+        if *isnull {
+            return;
+        }
+        let st = &mut *(state as *mut BuildState);
+        let e = EmbeddingRef::from_datum(*values);
+        st.add(*tid, e.values());
+    }
+}
+
+/// Typmod dimensions of the indexed column (0 when unconstrained).
+fn column_dims(index: pg_sys::Relation) -> usize {
+    // SAFETY: an index relation has a tuple descriptor with at least one attribute.
+    let typmod = unsafe { (*(*index).rd_att).attrs.as_slice(1)[0].atttypmod };
+    if typmod > 0 {
+        typmod as usize
+    } else {
+        0
+    }
+}
+
+/// A fresh build id for the meta page (keys the backends' model caches).
+fn new_build_id() -> u64 {
+    // SAFETY: plain reads of the clock and of this backend's pid.
+    let (t, pid) = unsafe { (pg_sys::GetCurrentTimestamp() as u64, pg_sys::MyProcPid as u64) };
+    t ^ (pid << 48) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// `ambuild`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    if shape::nblocks(index) != 0 {
+        error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "lsh index is not empty at build");
+    }
+    let metric = super::index_metric(index);
+    let dims = column_dims(index);
+    if dims > 0 {
+        check_index_dims(dims);
+    }
+    // Block 0: the meta page, rewritten at the end.
+    let mut meta_image = LocalPage::new(page::KIND_META);
+    // SAFETY: writing a zeroed-but-valid meta into our local image.
+    unsafe { page::write_meta(meta_image.page(), &empty_meta()) };
+    write_new_page(index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut meta_image);
+
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+    let mut st = BuildState { metric, dims, page: None, pending: Vec::new(), vrefs: Vec::new(), mean: None, index };
+    // SAFETY: standard heap scan feeding `build_callback` with the index's column values.
+    let heap_tuples = unsafe {
+        pg_sys::table_index_build_scan(heap, index, index_info, true, true, Some(build_callback), &mut st as *mut BuildState as *mut _, std::ptr::null_mut())
+    };
+    st.flush();
+    let rows = st.vrefs.len();
+    if st.dims > 0 {
+        let mean = st.mean.as_ref().map(|m| m.finish()).unwrap_or_else(|| vec![0.0; st.dims]);
+        let (bits, tables, sketch_bits, seed) = options::of(index);
+        let bits = if bits > 0 { bits as u32 } else { LshParams::suggested_bits(rows as u64) };
+        let params = LshParams { dims: st.dims as u32, bits, tables: tables as u32, sketch_bits: sketch_bits as u32, seed: seed as u64, metric };
+        let meta = write_structure(index, params, mean, &st.vrefs, true);
+        let buf = shape::read_locked(index, page::META_BLOCK, true);
+        write_meta_page(index, buf, &meta);
+        release(buf);
+    }
+    let mut result = unsafe { PgBox::<pg_sys::IndexBuildResult>::alloc0() };
+    result.heap_tuples = heap_tuples;
+    result.index_tuples = rows as f64;
+    result.into_pg()
+}
+
+/// `ambuildempty`: the init fork of an UNLOGGED index — a meta page with unknown dimensions; the first
+/// insert after a crash reset sets the index up.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    let mut image = LocalPage::new(page::KIND_META);
+    // SAFETY: writing the meta into our local image.
+    unsafe { page::write_meta(image.page(), &empty_meta()) };
+    let buf = new_buffer(index, pg_sys::ForkNumber::INIT_FORKNUM);
+    // SAFETY: init forks are always WAL-logged (log_newpage_buffer), as PostgreSQL's own AMs do.
+    unsafe {
+        let p = page_of(buf);
+        std::ptr::copy_nonoverlapping(image.page() as *const u8, p as *mut u8, pg_sys::BLCKSZ as usize);
+        pg_sys::MarkBufferDirty(buf);
+        pg_sys::log_newpage_buffer(buf, true);
+    }
+    release(buf);
+}
+
+pub fn empty_meta() -> Meta {
+    Meta {
+        magic: page::MAGIC,
+        version: page::VERSION,
+        params: [0; 32],
+        dims: 0,
+        dir_bits: 0,
+        mean_start: page::INVALID_BLOCK,
+        mean_pages: 0,
+        dir_start: page::INVALID_BLOCK,
+        dir_pages: 0,
+        built_rows: 0,
+        build_id: 0,
+    }
+}
+
+/// Directory bits for `rows` rows: superbuckets of about 128 rows (one or two pages of entries).
+fn dir_bits_for(rows: usize, bits: u32) -> u32 {
+    let mut d = 0;
+    while d < bits && (rows >> (d + 1)) >= 128 {
+        d += 1;
+    }
+    d
+}
+
+/// Rewrites the meta page (block 0, pinned and exclusively locked by the caller) with `meta`.
+pub fn write_meta_page(index: pg_sys::Relation, buf: pg_sys::Buffer, meta: &Meta) {
+    let mut w = PageWrite::start(index);
+    let p = w.page(buf, true);
+    // SAFETY: `p` is the registered image of block 0; it is re-initialised whole.
+    unsafe {
+        page::init_page(p, page::KIND_META);
+        page::write_meta(p, meta);
+    }
+    w.finish();
+}
+
+/// Hashes the rows at `vrefs` (already in VECTOR pages) and writes bucket chains, the mean and the
+/// directory; returns the meta page contents that make them visible (the caller writes block 0 last).
+/// `report` turns on build progress.
+pub fn write_structure(
+    index: pg_sys::Relation,
+    params: LshParams,
+    mean: Vec<f32>,
+    vrefs: &[VectorRef],
+    report: bool,
+) -> Meta {
+    let fork = pg_sys::ForkNumber::MAIN_FORKNUM;
+    let model = LshModel::new(params, mean)
+        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid lsh index options: {e}")));
+    let tables = params.tables as usize;
+    let words = params.sketch_words();
+    let n = vrefs.len();
+
+    // Hash every row (reading vectors back from the index's own pages, in physical order).
+    if report {
+        progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_HASH);
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, n as i64);
+    }
+    let mut codes = vec![0u32; n * tables];
+    let mut sketches = vec![0u64; n * words];
+    let mut values = Vec::with_capacity(params.dims as usize);
+    let mut scratch = Vec::with_capacity(params.dims as usize);
+    for (i, v) in vrefs.iter().enumerate() {
+        if i % 256 == 0 {
+            pg_sys::check_for_interrupts!();
+            if report {
+                progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, i as i64);
+            }
+        }
+        shape::read_vector(index, *v, &mut values).expect("vector written by this build");
+        model
+            .hash_into(&values, &mut scratch, &mut codes[i * tables..(i + 1) * tables], &mut sketches[i * words..(i + 1) * words])
+            .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash embedding: {e}")));
+    }
+
+    // Bucket chains, table by table, superbucket by superbucket.
+    if report {
+        progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    }
+    let dir_bits = dir_bits_for(n, params.bits);
+    let shift = params.bits - dir_bits;
+    let mut heads = Vec::with_capacity(tables << dir_bits);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for t in 0..tables {
+        order.sort_by_key(|&i| codes[i as usize * tables + t]);
+        let mut pos = 0;
+        for sb in 0..(1u32 << dir_bits) {
+            pg_sys::check_for_interrupts!();
+            let start = pos;
+            while pos < n && codes[order[pos] as usize * tables + t] >> shift == sb {
+                pos += 1;
+            }
+            let entries = order[start..pos].iter().map(|&i| {
+                let i = i as usize;
+                BucketEntry::encode(codes[i * tables + t], vrefs[i], &sketches[i * words..(i + 1) * words])
+            });
+            heads.push(write_chain(index, fork, entries));
+        }
+    }
+
+    // Mean and directory as raw runs, then the meta page.
+    let mean_bytes: Vec<u8> = model.mean().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (mean_start, mean_pages) = write_raw_run(index, fork, page::KIND_MEAN, &mean_bytes);
+    let dir_bytes: Vec<u8> = heads.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let (dir_start, dir_pages) = write_raw_run(index, fork, page::KIND_DIRECTORY, &dir_bytes);
+    Meta {
+        params: params.to_bytes(),
+        dims: params.dims,
+        dir_bits,
+        mean_start,
+        mean_pages,
+        dir_start,
+        dir_pages,
+        built_rows: n as u64,
+        build_id: new_build_id(),
+        ..empty_meta()
+    }
+}
+
+/// Writes one superbucket chain (at least one page, possibly empty); returns its head block.
+pub fn write_chain(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, entries: impl Iterator<Item = Vec<u8>>) -> pg_sys::BlockNumber {
+    let mut pages = vec![LocalPage::new(page::KIND_BUCKET)];
+    for e in entries {
+        if pages.last_mut().and_then(|p| p.add(&e)).is_none() {
+            let mut p = LocalPage::new(page::KIND_BUCKET);
+            p.add(&e).expect("a bucket entry fits an empty page");
+            pages.push(p);
+        }
+    }
+    // Written last page first, so each page can name the block of its successor.
+    let mut next = page::INVALID_BLOCK;
+    for p in pages.iter_mut().rev() {
+        p.set_next(next);
+        next = write_new_page(index, fork, p);
+    }
+    next
+}
+
+/// Writes `bytes` over consecutive new pages of `kind`; returns (first block, page count).
+fn write_raw_run(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, kind: u16, bytes: &[u8]) -> (pg_sys::BlockNumber, u32) {
+    let mut first = page::INVALID_BLOCK;
+    let mut count = 0;
+    for (i, chunk) in bytes.chunks(page::raw_capacity() / 4 * 4).enumerate() {
+        let mut p = LocalPage::new(kind);
+        // SAFETY: the chunk fits the page's raw capacity.
+        unsafe { page::write_raw(p.page(), chunk) };
+        let blk = write_new_page(index, fork, &mut p);
+        if i == 0 {
+            first = blk;
+        } else if blk != first + i as u32 {
+            error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "lsh index: raw run pages are not consecutive");
+        }
+        count += 1;
+    }
+    (first, count)
+}

@@ -1,0 +1,209 @@
+//! `lsh_index_check(regclass)`: verifies a whole index and returns one row per problem (none when clean):
+//! page kinds and chains; every live vector's codes and sketch recomputed from the regenerated planes and
+//! found exactly once in the right bucket of every table; no bucket entry pointing at a missing vector;
+//! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does).
+
+use super::page::{self, BucketEntry, VectorItem, VectorRef};
+use super::shape::{self, page_of, read_locked, release};
+use crate::pg::types::embedding::EmbeddingRef;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+
+struct HeapCheck {
+    /// heap tid -> (vector address, values) of live vectors
+    by_tid: HashMap<(u32, u16), (VectorRef, Vec<f32>)>,
+    seen: HashMap<(u32, u16), u32>,
+    problems: Vec<String>,
+    heap_rows: u64,
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn heap_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    // SAFETY: `state` is our HeapCheck; values/isnull hold the one key column.
+    unsafe {
+        let st = &mut *(state as *mut HeapCheck);
+        let key = page::tid_parts(&*tid);
+        if *isnull {
+            return;
+        }
+        *st.seen.entry(key).or_default() += 1;
+        if !alive {
+            return;
+        }
+        st.heap_rows += 1;
+        let e = EmbeddingRef::from_datum(*values);
+        match st.by_tid.get(&key) {
+            None => st.problems.push(format!("live heap row ({},{}) is missing from the index", key.0, key.1)),
+            Some((v, stored)) if stored.as_slice() != e.values() => st.problems.push(format!(
+                "vector at index block {} offset {} differs from heap row ({},{})",
+                v.block(),
+                v.offset(),
+                key.0,
+                key.1
+            )),
+            _ => {}
+        }
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe, name = "lsh_index_check_oid")]
+fn lsh_index_check(index: pg_sys::Oid) -> TableIterator<'static, (name!(problem, String),)> {
+    let problems = check(index);
+    TableIterator::new(problems.into_iter().map(|p| (p,)))
+}
+
+fn check(oid: pg_sys::Oid) -> Vec<String> {
+    let mut problems = Vec::new();
+    // SAFETY: opening the index and its table with AccessShareLock, closed before returning.
+    let (index, heap) = unsafe {
+        let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let heap = pg_sys::table_open((*(*index).rd_index).indrelid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        (index, heap)
+    };
+    // SAFETY: reading the relcache entry of the open index.
+    let amname = unsafe { pgrx::name_data_to_str(&(*(*index).rd_rel).relname).to_string() };
+    let meta = shape::read_meta(index);
+    let nblocks = shape::nblocks(index);
+
+    // Vectors and their counts per table.
+    let mut vectors: HashMap<VectorRef, (pg_sys::ItemPointerData, Vec<f32>)> = HashMap::new();
+    for blk in 1..nblocks {
+        let buf = read_locked(index, blk, false);
+        let p = page_of(buf);
+        // SAFETY: the page is share-locked while read.
+        unsafe {
+            let kind = page::kind(p);
+            if !(page::KIND_MEAN..=page::KIND_VECTOR).contains(&kind) {
+                problems.push(format!("block {blk} has unknown page kind {kind}"));
+            }
+            if kind == page::KIND_VECTOR {
+                for off in 1..=page::max_offset(p) {
+                    if let Some(b) = page::item(p, off) {
+                        let it = VectorItem::parse(b);
+                        if it.deleted() {
+                            continue;
+                        }
+                        let mut vals = Vec::new();
+                        it.values_into(&mut vals);
+                        if vals.len() != meta.dims as usize {
+                            problems.push(format!("vector at block {blk} offset {off} has {} dimensions, index has {}", vals.len(), meta.dims));
+                        }
+                        vectors.insert(VectorRef::new(blk, off), (it.heap_tid(), vals));
+                    }
+                }
+            }
+        }
+        release(buf);
+    }
+
+    if let Some(shape) = shape::load(index) {
+        let tables = shape.params().tables as usize;
+        let shift = shape.params().bits - shape.meta.dir_bits;
+        // (vector, table) -> (times found, code, sketch matched)
+        let mut found: HashMap<(VectorRef, usize), u32> = HashMap::new();
+        let mut expected: HashMap<VectorRef, imgsim_algo::lsh::RowHash> = HashMap::new();
+        for (v, (_, vals)) in &vectors {
+            if let Ok(h) = shape.model.hash(vals) {
+                expected.insert(*v, h);
+            }
+        }
+        for t in 0..tables {
+            for sb in 0..(1usize << shape.meta.dir_bits) {
+                let mut blk = shape.heads[(t << shape.meta.dir_bits) | sb];
+                let mut hops = 0;
+                while blk != page::INVALID_BLOCK {
+                    hops += 1;
+                    if hops > nblocks {
+                        problems.push(format!("bucket chain of table {t} superbucket {sb} has a cycle"));
+                        break;
+                    }
+                    let buf = read_locked(index, blk, false);
+                    let p = page_of(buf);
+                    // SAFETY: share-locked page.
+                    unsafe {
+                        if page::kind(p) != page::KIND_BUCKET {
+                            problems.push(format!("block {blk} in the chain of table {t} is not a bucket page"));
+                            release(buf);
+                            break;
+                        }
+                        for off in 1..=page::max_offset(p) {
+                            let Some(b) = page::item(p, off) else { continue };
+                            let e = BucketEntry::parse(b);
+                            if (e.code >> shift) as usize != sb {
+                                problems.push(format!("entry at block {blk} offset {off} is in the wrong superbucket"));
+                            }
+                            match expected.get(&e.vector) {
+                                None => problems.push(format!(
+                                    "entry at block {blk} offset {off} points at a missing vector ({},{})",
+                                    e.vector.block(),
+                                    e.vector.offset()
+                                )),
+                                Some(h) => {
+                                    let sketch_ok = e.hamming(&h.sketch) == 0;
+                                    if h.codes[t] != e.code || !sketch_ok {
+                                        problems.push(format!("entry at block {blk} offset {off} does not match the planes (table {t})"));
+                                    }
+                                    *found.entry((e.vector, t)).or_default() += 1;
+                                }
+                            }
+                        }
+                        blk = (*page::opaque(p)).next;
+                    }
+                    release(buf);
+                }
+            }
+        }
+        for v in vectors.keys() {
+            for t in 0..tables {
+                let n = found.get(&(*v, t)).copied().unwrap_or(0);
+                if n != 1 {
+                    problems.push(format!("vector ({},{}) is in table {t} {n} times (expected once)", v.block(), v.offset()));
+                }
+            }
+        }
+    } else if !vectors.is_empty() {
+        problems.push("index holds vectors but its meta page says it was never set up".into());
+    }
+
+    // Heap side.
+    let mut hc = HeapCheck { by_tid: HashMap::new(), seen: HashMap::new(), problems: Vec::new(), heap_rows: 0 };
+    let mut dup = Vec::new();
+    for (v, (tid, vals)) in vectors {
+        if hc.by_tid.insert(page::tid_parts(&tid), (v, vals)).is_some() {
+            dup.push(format!("heap row ({},{}) is in the index more than once", page::tid_parts(&tid).0, page::tid_parts(&tid).1));
+        }
+    }
+    problems.extend(dup);
+    // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback.
+    unsafe {
+        let info = pg_sys::BuildIndexInfo(index);
+        pg_sys::table_index_build_scan(heap, index, info, true, false, Some(heap_callback), &mut hc as *mut HeapCheck as *mut _, std::ptr::null_mut());
+    }
+    for (k, (v, _)) in &hc.by_tid {
+        if !hc.seen.contains_key(k) {
+            problems.push(format!("index vector ({},{}) points at heap row ({},{}) that does not exist", v.block(), v.offset(), k.0, k.1));
+        }
+    }
+    problems.extend(hc.problems);
+    pgrx::notice!(
+        "lsh index {amname}: {} blocks, {} live vectors, {} live heap rows, {} problems",
+        nblocks,
+        hc.by_tid.len(),
+        hc.heap_rows,
+        problems.len()
+    );
+    // SAFETY: closing what was opened above.
+    unsafe {
+        pg_sys::table_close(heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+    problems
+}

@@ -1,0 +1,180 @@
+//! `aminsert`: store the vector in a VECTOR page with room (found through the free space map, else a
+//! new page), then add one entry per table to the bucket's superbucket chain (first page with room, else
+//! a new page linked at the chain's end). Each page change is one GenericXLog record.
+
+use super::build::{check_index_dims, write_meta_page, write_structure};
+use super::options;
+use super::page::{self, BucketEntry, VectorItem, VectorRef};
+use super::shape::{self, block_of, new_buffer, page_of, read_locked, release, Shape};
+use super::xlog::PageWrite;
+use crate::pg::types::embedding::EmbeddingRef;
+use imgsim_algo::lsh::LshParams;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::rc::Rc;
+
+/// `aminsert`
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C-unwind" fn aminsert(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    heap_tid: pg_sys::ItemPointer,
+    _heap: pg_sys::Relation,
+    _check_unique: pg_sys::IndexUniqueCheck::Type,
+    _index_unchanged: bool,
+    _index_info: *mut pg_sys::IndexInfo,
+) -> bool {
+    // SAFETY: one key column: values[0]/isnull[0] are valid; heap_tid points to the new heap tuple.
+    unsafe {
+        if *isnull {
+            return false;
+        }
+        let e = EmbeddingRef::from_datum(*values);
+        insert_row(index, *heap_tid, e.values());
+    }
+    false
+}
+
+/// Inserts one row (used by aminsert).
+pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) {
+    let shape = shape::load(index).unwrap_or_else(|| initialise(index, values.len()));
+    if values.len() != shape.dims() {
+        shape::dims_mismatch(shape.dims(), values.len());
+    }
+    let hash = shape
+        .model
+        .hash(values)
+        .unwrap_or_else(|e| crate::pg::fmgr::error(pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash embedding: {e}")));
+    let vref = insert_vector(index, &VectorItem::encode(tid, values));
+    for (t, &code) in hash.codes.iter().enumerate() {
+        insert_entry(index, shape.head(t, code), &BucketEntry::encode(code, vref, &hash.sketch));
+    }
+}
+
+/// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork),
+/// under the meta page's exclusive lock, and returns its shape.
+fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
+    let buf = read_locked(index, page::META_BLOCK, true);
+    // SAFETY: block 0 is exclusively locked.
+    let meta = unsafe { page::read_meta(page_of(buf)) };
+    if meta.dims == 0 {
+        check_index_dims(dims);
+        let (bits, tables, sketch_bits, seed) = options::of(index);
+        let metric = super::index_metric(index);
+        let rec = LshParams::recommended(dims as u32, metric);
+        let bits = if bits > 0 { bits as u32 } else { rec.bits };
+        let params = LshParams { dims: dims as u32, bits, tables: tables as u32, sketch_bits: sketch_bits as u32, seed: seed as u64, metric };
+        let meta = write_structure(index, params, vec![0.0; dims], &[], false);
+        write_meta_page(index, buf, &meta);
+    }
+    release(buf);
+    shape::load(index).expect("lsh index initialised")
+}
+
+thread_local! {
+    /// Last VECTOR page this backend inserted into, per index (like the heap's target block): the free
+    /// space map's upper levels only learn about new room at VACUUM, so it cannot be the only guide.
+    static TARGET: std::cell::RefCell<std::collections::HashMap<u32, pg_sys::BlockNumber>> = Default::default();
+}
+
+/// Puts a vector item on a VECTOR page with room; returns its address.
+fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
+    let need = item.len() + size_of::<pg_sys::ItemIdData>();
+    // SAFETY: `index` is an open relation.
+    let oid = unsafe { (*index).rd_id }.to_u32();
+    let mut target = TARGET.with(|t| t.borrow().get(&oid).copied());
+    let nblocks = shape::nblocks(index);
+    loop {
+        let blk = match target.take() {
+            Some(b) if b < nblocks => b,
+            // SAFETY: the FSM lookup only reads the free space map.
+            _ => unsafe { pg_sys::GetPageWithFreeSpace(index, need) },
+        };
+        if blk == page::INVALID_BLOCK {
+            break;
+        }
+        let buf = read_locked(index, blk, true);
+        let p = page_of(buf);
+        // SAFETY: the page is exclusively locked.
+        let (is_vector, free) = unsafe { (page::kind(p) == page::KIND_VECTOR, page::free_space(p)) };
+        if is_vector && free >= item.len() {
+            let off = add_logged(index, buf, item, false);
+            record_free(index, buf);
+            release(buf);
+            TARGET.with(|t| t.borrow_mut().insert(oid, blk));
+            return VectorRef::new(blk, off);
+        }
+        // Stale FSM entry: correct it and look again.
+        // SAFETY: recording the page's real free space (0 for non-vector pages).
+        unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, if is_vector { free } else { 0 }) };
+        release(buf);
+    }
+    let buf = new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let off = add_logged(index, buf, item, true);
+    record_free(index, buf);
+    let blk = block_of(buf);
+    release(buf);
+    TARGET.with(|t| t.borrow_mut().insert(oid, blk));
+    VectorRef::new(blk, off)
+}
+
+/// Adds `item` to the locked buffer's page in one WAL record (`fresh`: initialise the page first).
+fn add_logged(index: pg_sys::Relation, buf: pg_sys::Buffer, item: &[u8], fresh: bool) -> pg_sys::OffsetNumber {
+    let mut w = PageWrite::start(index);
+    let p = w.page(buf, fresh);
+    // SAFETY: `p` is the registered image of an exclusively locked page.
+    let off = unsafe {
+        if fresh {
+            page::init_page(p, page::KIND_VECTOR);
+        }
+        page::add_item(p, item)
+    };
+    let off = off.expect("caller checked free space");
+    w.finish();
+    off
+}
+
+fn record_free(index: pg_sys::Relation, buf: pg_sys::Buffer) {
+    // SAFETY: the buffer is locked; the FSM records how much room the page has left.
+    unsafe { pg_sys::RecordPageWithFreeSpace(index, block_of(buf), page::free_space(page_of(buf))) };
+}
+
+/// Appends a bucket entry to the chain starting at `head`.
+fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]) {
+    let mut blk = head;
+    loop {
+        let buf = read_locked(index, blk, true);
+        let p = page_of(buf);
+        // SAFETY: the page is exclusively locked.
+        let (free, next) = unsafe { (page::free_space(p), (*page::opaque(p)).next) };
+        if free >= entry.len() + size_of::<pg_sys::ItemIdData>() {
+            let mut w = PageWrite::start(index);
+            let wp = w.page(buf, false);
+            // SAFETY: registered image of the locked page; space was checked.
+            unsafe { page::add_item(wp, entry) }.expect("free space checked");
+            w.finish();
+            release(buf);
+            return;
+        }
+        if next == page::INVALID_BLOCK {
+            let nbuf = new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+            let mut w = PageWrite::start(index);
+            let np = w.page(nbuf, true);
+            let cp = w.page(buf, false);
+            // SAFETY: both images are registered; the new page is initialised, filled and linked.
+            unsafe {
+                page::init_page(np, page::KIND_BUCKET);
+                page::add_item(np, entry).expect("an entry fits an empty page");
+                (*page::opaque(cp)).next = block_of(nbuf);
+            }
+            w.finish();
+            release(nbuf);
+            release(buf);
+            return;
+        }
+        release(buf);
+        blk = next;
+    }
+}

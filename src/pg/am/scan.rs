@@ -1,0 +1,279 @@
+//! Index scans: `ORDER BY emb <op> query`. A batch probes buckets in query-directed multi-probe order
+//! (all tables together) until `lsh.probes` buckets per table or `lsh.max_candidates` distinct rows, ranks
+//! the candidates by sketch Hamming distance, computes exact distances for the best `lsh.rerank`, and
+//! returns them closest first with their exact distances (no recheck). When the executor asks for more
+//! (a filter rejected rows, or a large LIMIT), the next batch reranks the next-best candidates and then
+//! probes further, until every bucket was visited: filtered queries return their LIMIT when the rows exist.
+//! Rows of later batches may be closer than the last one returned before them (relaxed order).
+
+use super::page::{self, BucketEntry, VectorRef};
+use super::shape::{self, page_of, read_locked, release, Shape};
+use crate::pg::fmgr::error;
+use crate::pg::gucs;
+use crate::pg::types::embedding::EmbeddingRef;
+use imgsim_algo::distance;
+use imgsim_algo::lsh::{Metric, ProbeSequence};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+struct ScanState {
+    shape: Option<Rc<Shape>>,
+    query: Vec<f32>,
+    sketch: Vec<u64>,
+    probes: Option<ProbeSequence>,
+    probes_done: usize,
+    /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
+    chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
+    seen: HashSet<VectorRef>,
+    /// Candidates not yet reranked, kept sorted worst-first so the best pop off the end.
+    pending: Vec<(u32, VectorRef)>,
+    pending_sorted: bool,
+    /// Current batch, sorted farthest-first: pop() gives the next row.
+    results: Vec<(f64, pg_sys::ItemPointerData)>,
+    started: bool,
+    done: bool,
+}
+
+impl ScanState {
+    fn new() -> ScanState {
+        ScanState {
+            shape: None,
+            query: Vec::new(),
+            sketch: Vec::new(),
+            probes: None,
+            probes_done: 0,
+            chains: HashMap::new(),
+            seen: HashSet::new(),
+            pending: Vec::new(),
+            pending_sorted: true,
+            results: Vec::new(),
+            started: false,
+            done: true,
+        }
+    }
+}
+
+/// `ambeginscan`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
+    // SAFETY: standard scan descriptor setup; the order-by value arrays are ours to allocate.
+    unsafe {
+        let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+        let n = norderbys.max(1) as usize;
+        (*scan).xs_orderbyvals = pg_sys::palloc0(size_of::<pg_sys::Datum>() * n) as *mut pg_sys::Datum;
+        (*scan).xs_orderbynulls = pg_sys::palloc(n) as *mut bool;
+        std::ptr::write_bytes((*scan).xs_orderbynulls, 1, n);
+        (*scan).opaque = Box::into_raw(Box::new(ScanState::new())) as *mut std::ffi::c_void;
+        scan
+    }
+}
+
+/// `amrescan`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amrescan(
+    scan: pg_sys::IndexScanDesc,
+    keys: pg_sys::ScanKey,
+    nkeys: i32,
+    orderbys: pg_sys::ScanKey,
+    norderbys: i32,
+) {
+    // SAFETY: `scan` was made by ambeginscan; keys/orderbys have the given lengths.
+    unsafe {
+        if !keys.is_null() && nkeys > 0 {
+            std::ptr::copy(keys, (*scan).keyData, nkeys as usize);
+        }
+        if !orderbys.is_null() && norderbys > 0 {
+            std::ptr::copy(orderbys, (*scan).orderByData, norderbys as usize);
+        }
+        let st = &mut *((*scan).opaque as *mut ScanState);
+        *st = ScanState::new();
+    }
+}
+
+/// `amendscan`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
+    // SAFETY: `opaque` holds the Box made by ambeginscan; it is freed exactly once here.
+    unsafe {
+        let p = (*scan).opaque as *mut ScanState;
+        if !p.is_null() {
+            drop(Box::from_raw(p));
+            (*scan).opaque = std::ptr::null_mut();
+        }
+    }
+}
+
+/// Sets up the scan from the ORDER BY argument; leaves `done` set when there is nothing to return.
+///
+/// # Safety
+/// `scan` is a live scan of this AM.
+unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
+    st.started = true;
+    // SAFETY: guaranteed by the caller.
+    let (index, norderbys) = unsafe { ((*scan).indexRelation, (*scan).numberOfOrderBys) };
+    if norderbys == 0 {
+        error(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "an lsh index can only be scanned for ORDER BY embedding <-> / <=> / <#> value",
+        );
+    }
+    // SAFETY: orderByData has `norderbys` keys, copied in amrescan.
+    let key = unsafe { &*(*scan).orderByData };
+    if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
+        return; // ORDER BY emb <-> NULL: every distance is NULL; like a seq scan, return nothing ordered.
+    }
+    let Some(shape) = shape::load(index) else {
+        return; // built empty, never inserted into
+    };
+    // SAFETY: the argument of an order-by key on an embedding opclass is a non-null embedding.
+    let q = unsafe { EmbeddingRef::from_datum(key.sk_argument) };
+    if q.dims() != shape.dims() {
+        shape::dims_mismatch(shape.dims(), q.dims());
+    }
+    let qh = shape
+        .model
+        .query(q.values())
+        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash query: {e}")));
+    st.query = q.values().to_vec();
+    st.sketch = qh.sketch.clone();
+    st.probes = Some(qh.probes());
+    st.shape = Some(shape);
+    st.done = false;
+}
+
+/// Exact distance, computed exactly as the SQL operator computes it.
+fn exact(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+    match metric {
+        Metric::L2 => (distance::l2_squared(a, b) as f64).sqrt(),
+        Metric::Cosine => distance::cosine_distance(a, b) as f64,
+        Metric::InnerProduct => -(distance::dot(a, b) as f64),
+    }
+}
+
+/// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found.
+fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new: usize) {
+    let shape = st.shape.clone().expect("scan started");
+    let mut new = 0;
+    let mut done = 0;
+    while done < max_probes && new < max_new {
+        let Some(pr) = st.probes.as_mut().and_then(|p| p.next()) else {
+            st.probes = None;
+            break;
+        };
+        done += 1;
+        st.probes_done += 1;
+        if st.probes_done % 64 == 0 {
+            pg_sys::check_for_interrupts!();
+        }
+        let head = shape.head(pr.table as usize, pr.code);
+        let sketch = &st.sketch;
+        let entries = st.chains.entry(head).or_insert_with(|| read_chain(index, head, sketch));
+        for &(code, v, ham) in entries.iter() {
+            if code == pr.code && st.seen.insert(v) {
+                st.pending.push((ham, v));
+                new += 1;
+            }
+        }
+        st.pending_sorted = false;
+    }
+}
+
+/// All entries of a superbucket chain, with their Hamming distance to the query sketch.
+fn read_chain(index: pg_sys::Relation, head: pg_sys::BlockNumber, q: &[u64]) -> Vec<(u32, VectorRef, u32)> {
+    let mut out = Vec::new();
+    let mut blk = head;
+    while blk != page::INVALID_BLOCK {
+        let buf = read_locked(index, blk, false);
+        let p = page_of(buf);
+        // SAFETY: the page is share-locked while its entries are decoded.
+        unsafe {
+            if page::kind(p) != page::KIND_BUCKET {
+                release(buf);
+                error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("lsh index: block {blk} in a bucket chain is not a bucket page"));
+            }
+            for off in 1..=page::max_offset(p) {
+                if let Some(b) = page::item(p, off) {
+                    let e = BucketEntry::parse(b);
+                    out.push((e.code, e.vector, e.hamming(q)));
+                }
+            }
+            blk = (*page::opaque(p)).next;
+        }
+        release(buf);
+    }
+    out
+}
+
+/// Fills `results` with the next batch; false when the scan is exhausted.
+fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
+    let shape = st.shape.clone().expect("scan started");
+    let tables = shape.params().tables as usize;
+    let probes = gucs::LSH_PROBES.get().max(1) as usize * tables;
+    let max_candidates = gucs::LSH_MAX_CANDIDATES.get().max(1) as usize;
+    let rerank = gucs::LSH_RERANK.get().max(1) as usize;
+    let metric = shape.params().metric;
+    let mut values = Vec::with_capacity(shape.dims());
+    loop {
+        if st.pending.is_empty() {
+            if st.probes.is_none() {
+                return false;
+            }
+            probe(index, st, probes, max_candidates);
+            continue;
+        }
+        if !st.pending_sorted {
+            st.pending.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+            st.pending_sorted = true;
+        }
+        let take = rerank.min(st.pending.len());
+        let mut chosen: Vec<VectorRef> = st.pending.drain(st.pending.len() - take..).map(|(_, v)| v).collect();
+        chosen.sort_unstable();
+        for v in chosen {
+            if let Some((tid, false)) = shape::read_vector(index, v, &mut values) {
+                if values.len() == st.query.len() {
+                    st.results.push((exact(metric, &st.query, &values), tid));
+                }
+            }
+        }
+        if !st.results.is_empty() {
+            st.results.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            return true;
+        }
+    }
+}
+
+/// `amgettuple`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
+    // SAFETY: `scan` is a live scan made by ambeginscan; opaque holds our ScanState.
+    unsafe {
+        let st = &mut *((*scan).opaque as *mut ScanState);
+        if !st.started {
+            // First batch: probe the configured number of buckets before ranking.
+            start(scan, st);
+            if !st.done {
+                let shape = st.shape.clone().expect("scan started");
+                let probes = gucs::LSH_PROBES.get().max(1) as usize * shape.params().tables as usize;
+                let max_candidates = gucs::LSH_MAX_CANDIDATES.get().max(1) as usize;
+                probe((*scan).indexRelation, st, probes, max_candidates);
+            }
+        }
+        if st.done {
+            return false;
+        }
+        if st.results.is_empty() && !next_batch((*scan).indexRelation, st) {
+            st.done = true;
+            return false;
+        }
+        let (dist, tid) = st.results.pop().expect("batch not empty");
+        (*scan).xs_heaptid = tid;
+        (*scan).xs_recheck = false;
+        (*scan).xs_recheckorderby = false;
+        *(*scan).xs_orderbyvals = dist.into_datum().expect("float8 datum");
+        *(*scan).xs_orderbynulls = false;
+        true
+    }
+}

@@ -1,0 +1,168 @@
+//! VACUUM: `ambulkdelete` marks the vector items of dead heap rows deleted, removes their bucket entries
+//! from every chain, then frees the vector items (line pointers stay put, so no other address moves) and
+//! records the reclaimed room in the free space map for later inserts. `amvacuumcleanup` reports sizes.
+
+use super::page::{self, BucketEntry, VectorItem, VectorRef};
+use super::shape::{self, page_of, read_locked_with, release};
+use super::xlog::PageWrite;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashSet;
+
+fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
+    if stats.is_null() {
+        // SAFETY: palloc0 of a plain struct in the vacuum's memory context.
+        unsafe { pg_sys::palloc0(size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult }
+    } else {
+        stats
+    }
+}
+
+fn delay() {
+    // SAFETY: honours vacuum_cost_delay and checks for interrupts.
+    unsafe { pg_sys::vacuum_delay_point() };
+}
+
+/// `ambulkdelete`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambulkdelete(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+    callback: pg_sys::IndexBulkDeleteCallback,
+    callback_state: *mut std::ffi::c_void,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    let stats = stats_or_new(stats);
+    // SAFETY: `info` is valid for the duration of the call.
+    let (index, strategy) = unsafe { ((*info).index, (*info).strategy) };
+    let callback = callback.expect("bulk delete callback");
+    let nblocks = shape::nblocks(index);
+    let mut dead: HashSet<VectorRef> = HashSet::new();
+    let mut live = 0f64;
+
+    // Pass 1: mark vector items of dead heap rows as deleted.
+    for blk in 1..nblocks {
+        delay();
+        let buf = read_locked_with(index, blk, true, strategy);
+        let p = page_of(buf);
+        let mut offs = Vec::new();
+        // SAFETY: the page is exclusively locked while its items are examined.
+        unsafe {
+            if page::kind(p) == page::KIND_VECTOR {
+                for off in 1..=page::max_offset(p) {
+                    if let Some(b) = page::item(p, off) {
+                        let item = VectorItem::parse(b);
+                        if item.deleted() {
+                            dead.insert(VectorRef::new(blk, off));
+                            continue;
+                        }
+                        let mut tid = item.heap_tid();
+                        if callback(&mut tid, callback_state) {
+                            offs.push(off);
+                        } else {
+                            live += 1.0;
+                        }
+                    }
+                }
+            }
+        }
+        if !offs.is_empty() {
+            let mut w = PageWrite::start(index);
+            let wp = w.page(buf, false);
+            for &off in &offs {
+                // SAFETY: registered image of the locked page; `off` holds a normal item.
+                if let Some(b) = unsafe { page::item_mut(wp, off) } {
+                    page::set_vector_deleted(b);
+                }
+                dead.insert(VectorRef::new(blk, off));
+            }
+            w.finish();
+            // SAFETY: `stats` is valid (allocated above or by the caller).
+            unsafe { (*stats).tuples_removed += offs.len() as f64 };
+        }
+        release(buf);
+    }
+
+    if !dead.is_empty() {
+        // Pass 2: remove bucket entries that point at deleted vectors.
+        for blk in 1..nblocks {
+            delay();
+            let buf = read_locked_with(index, blk, true, strategy);
+            let p = page_of(buf);
+            let mut offs: Vec<pg_sys::OffsetNumber> = Vec::new();
+            // SAFETY: exclusively locked page.
+            unsafe {
+                if page::kind(p) == page::KIND_BUCKET {
+                    for off in 1..=page::max_offset(p) {
+                        if let Some(b) = page::item(p, off) {
+                            if dead.contains(&BucketEntry::parse(b).vector) {
+                                offs.push(off);
+                            }
+                        }
+                    }
+                }
+            }
+            if !offs.is_empty() {
+                let mut w = PageWrite::start(index);
+                let wp = w.page(buf, false);
+                // SAFETY: registered image; offsets are sorted and valid.
+                unsafe { pg_sys::PageIndexMultiDelete(wp, offs.as_mut_ptr(), offs.len() as i32) };
+                w.finish();
+            }
+            release(buf);
+        }
+        // Pass 3: free the deleted vector items and record the room for reuse.
+        let mut blocks: Vec<u32> = dead.iter().map(|v| v.block()).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        for blk in blocks {
+            delay();
+            let buf = read_locked_with(index, blk, false, strategy);
+            // SAFETY: upgrade to a cleanup lock: no other backend holds a pin on the page meanwhile.
+            unsafe {
+                pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+                pg_sys::LockBufferForCleanup(buf);
+            }
+            let p = page_of(buf);
+            let mut w = PageWrite::start(index);
+            let wp = w.page(buf, false);
+            // SAFETY: registered image of the cleanup-locked page.
+            unsafe {
+                for off in (1..=page::max_offset(p)).rev() {
+                    if dead.contains(&VectorRef::new(blk, off)) && page::item(wp, off).is_some() {
+                        pg_sys::PageIndexTupleDeleteNoCompact(wp, off);
+                    }
+                }
+            }
+            w.finish();
+            // SAFETY: the page is still locked; record its free space.
+            unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, page::free_space(p)) };
+            release(buf);
+        }
+    }
+    // SAFETY: `stats` is valid.
+    unsafe {
+        (*stats).num_index_tuples = live;
+        (*stats).num_pages = nblocks;
+    }
+    stats
+}
+
+/// `amvacuumcleanup`
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amvacuumcleanup(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    // SAFETY: `info` is valid for the call.
+    let (index, analyze_only) = unsafe { ((*info).index, (*info).analyze_only) };
+    if analyze_only {
+        return stats;
+    }
+    let stats = stats_or_new(stats);
+    // SAFETY: `stats` is valid; FSM vacuuming only updates the index's free space map.
+    unsafe {
+        (*stats).num_pages = shape::nblocks(index);
+        pg_sys::IndexFreeSpaceMapVacuum(index);
+    }
+    stats
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Crash safety of the lsh index: WAL replay after SIGKILL must give back an index that holds every
+# committed row where a scan finds it, and that lsh_index_check finds clean.
+#   round 1: 3 clients insert rows (one statement each, autocommit) and 1 client updates rows while every
+#            process of the cluster is SIGKILLed at once (no shutdown, no checkpoint); restart (WAL replay).
+#   round 2: the same load, but only one inserting backend is SIGKILLed: the postmaster resets all
+#            backends and replays WAL itself (restart_after_crash).
+#   After each round: every id a client saw acknowledged is in the table; lsh_index_check is clean (also
+#   after VACUUM); every row is its own nearest neighbour through the index (lsh.probes = 1: only the
+#   row's own bucket in each table is read, so this fails if a row is missing from its buckets).
+#   round 3: SIGKILL of the whole cluster while CREATE INDEX writes a bigger index: it restarts cleanly,
+#            the index is gone with its transaction, the table is intact and the index builds again.
+# Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+. "$here/cluster.sh"
+cluster_base
+
+cluster_init p "synchronous_commit = on" "full_page_writes = on" "restart_after_crash = on" \
+  || { fail "crash: initdb"; finish; }
+cluster_start p || { fail "crash: start: $(tail -5 "$(cluster_log p)")"; finish; }
+cluster_create_extension p || { fail "crash: CREATE EXTENSION"; finish; }
+
+rand16="ARRAY(SELECT random() FROM generate_series(1,16))::embedding(16)"
+cq p >/dev/null <<SQL || fail "crash: setup"
+CREATE TABLE t (id bigserial PRIMARY KEY, v embedding(16) NOT NULL);
+INSERT INTO t(v) SELECT ARRAY(SELECT random() FROM generate_series(1,16) WHERE g > 0) FROM generate_series(1,500) g;
+CREATE INDEX idx ON t USING lsh (v embedding_l2_ops) WITH (bits = 8, tables = 4);
+CHECKPOINT;
+SQL
+
+work=$(cluster_dir p)
+# start_clients ROUND: 3 inserting + 1 updating psql clients, statements streamed from `yes`. psql
+# prints an id only after the server's CommandComplete, which follows the commit: a printed id is an
+# acknowledged (durable, synchronous_commit = on) row.
+start_clients() {
+  local r=$1 k
+  for k in 1 2 3; do
+    yes "INSERT INTO t(v) SELECT $rand16 RETURNING id;" \
+      | "$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+        >"$work/ins.$r.$k" 2>"$work/ins.$r.$k.err" &
+  done
+  yes "UPDATE t SET v = $rand16 WHERE id = (SELECT 1 + floor(random() * 500)::int) RETURNING id;" \
+    | "$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+      >"$work/upd.$r" 2>"$work/upd.$r.err" &
+}
+
+# wait_clients: the clients exit once their connection is gone.
+wait_clients() {
+  local i
+  for i in $(seq 1 300); do
+    [ -z "$(jobs -rp)" ] && break
+    sleep 0.1
+  done
+  [ -z "$(jobs -rp)" ] || { fail "crash: clients did not exit after the crash"; for i in $(jobs -p); do kill "$i"; done; }
+  wait 2>/dev/null
+}
+
+# wait_ready: until the server accepts queries again (after its own crash recovery).
+wait_ready() {
+  local i
+  for i in $(seq 1 600); do
+    cq p -c 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# idlist: the numbers on stdin as "0,n1,n2,..." (for SQL IN lists; never empty).
+idlist() { (echo 0; cat) | paste -sd,; }
+
+# verify ROUND: the checks after a crash.
+verify() {
+  local r=$1 acked missing n bad explain problems
+  acked=$(cat "$work"/ins."$r".? | grep -cE '^[0-9]+$')
+  [ "$acked" -gt 0 ] || fail "crash round $r: no insert was acknowledged before the crash ($(head -c 300 "$work/ins.$r.1.err"))"
+  cat "$work"/ins."$r".? | grep -E '^[0-9]+$' | sort -n >"$work/acked.$r"
+  cq p -c "SELECT id FROM t ORDER BY id" >"$work/present.$r"
+  missing=$(comm -23 <(sort "$work/acked.$r") <(sort "$work/present.$r") | wc -l)
+  expect_eq "crash round $r: all $acked acknowledged inserts survived" "$missing" 0
+  n=$(cq p -c "SELECT count(*) FROM t")
+  echo "round $r: $acked acknowledged inserts, $(grep -cE '^[0-9]+$' "$work/upd.$r") acknowledged updates, $n rows after recovery"
+
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('idx')" 2>&1)
+  expect_eq "crash round $r: lsh_index_check clean right after recovery" "$(lines "$problems")" ""
+
+  # Rows checked through the index: the rows updated during the load, the last 100 acknowledged
+  # inserts (their pages were the least likely to be on disk at the crash), and a stride sample of
+  # the rest (about 150): each must be its own nearest neighbour.
+  local sample="(id IN ($(grep -hE '^[0-9]+$' "$work/upd.$r" | sort -un | head -100 | idlist))
+                 OR id IN ($(tail -100 "$work/acked.$r" | idlist)) OR id % (1 + $n / 150) = 0)"
+  explain=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.probes = 1" \
+    -c "EXPLAIN SELECT id FROM t WHERE $sample AND id <> (SELECT t2.id FROM t t2 ORDER BY t2.v <-> t.v LIMIT 1)")
+  case "$explain" in
+    *"Index Scan using idx on t t2"*) ;;
+    *) fail "crash round $r: the nearest-neighbour subquery does not use the lsh index: $explain" ;;
+  esac
+  # lsh.probes = 1: only the row's own bucket in each table is read, so a row missing from its
+  # buckets is not found.
+  bad=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.probes = 1" \
+    -c "SELECT id FROM t WHERE $sample AND id <> (SELECT t2.id FROM t t2 ORDER BY t2.v <-> t.v LIMIT 1) ORDER BY id" 2>&1)
+  expect_eq "crash round $r: sampled rows ($(cq p -c "SELECT count(*) FROM t WHERE $sample")) are their own nearest neighbours through the index (probes=1)" \
+    "$(lines "$bad")" ""
+  # The same with default settings, on the newest rows.
+  bad=$(cq p -c "SET enable_seqscan = off" \
+    -c "SELECT id FROM t WHERE id IN ($(tail -50 "$work/acked.$r" | idlist)) AND id <> (SELECT t2.id FROM t t2 ORDER BY t2.v <-> t.v LIMIT 1)" 2>&1)
+  expect_eq "crash round $r: newest 50 acknowledged rows are their own nearest neighbours (default probes)" "$(lines "$bad")" ""
+
+  problems=$(cq p -c "VACUUM t" -c "SELECT * FROM lsh_index_check('idx')" 2>&1)
+  expect_eq "crash round $r: lsh_index_check clean after VACUUM" "$(lines "$problems")" ""
+}
+
+# Round 1: every process of the cluster SIGKILLed at once.
+start_clients 1
+sleep 3
+cluster_crash p || fail "crash round 1: could not kill the cluster"
+wait_clients
+if cluster_start p; then
+  pass "crash round 1: server restarts after SIGKILL of the whole cluster"
+  grep -q "redo done\|redo starts" "$(cluster_log p)" || fail "crash round 1: no WAL replay in the server log"
+  verify 1
+else
+  fail "crash round 1: server does not restart: $(tail -5 "$(cluster_log p)")"
+  finish
+fi
+
+# Round 2: one inserting backend SIGKILLed; the postmaster reinitialises and replays WAL.
+cq p -c CHECKPOINT
+start_clients 2
+sleep 3
+victim=$(cq p -c "SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t%' AND pid <> pg_backend_pid() LIMIT 1")
+if [ -n "$victim" ]; then
+  kill -9 "$victim"
+  wait_clients
+  if wait_ready; then
+    pass "crash round 2: server recovers by itself after SIGKILL of a backend"
+    verify 2
+  else
+    fail "crash round 2: server does not come back: $(tail -5 "$(cluster_log p)")"
+  fi
+else
+  fail "crash round 2: no inserting backend found"
+  cluster_crash p; wait_clients; cluster_start p
+fi
+
+# Round 3: crash during CREATE INDEX on a bigger table.
+cq p -c "CREATE TABLE big AS SELECT g AS id, ARRAY(SELECT random() FROM generate_series(1,16) WHERE g > 0)::embedding(16) AS v
+         FROM generate_series(1, 12000) g" -c CHECKPOINT || fail "crash round 3: setup"
+sum_before=$(cq p -c "SELECT md5(string_agg(v::text, ',' ORDER BY id)) FROM big")
+"$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+  -c "CREATE INDEX big_idx ON big USING lsh (v) WITH (bits = 10, tables = 4)" >"$work/build.out" 2>&1 &
+phase=
+for i in $(seq 1 1200); do
+  phase=$(cq p -c "SELECT phase FROM pg_stat_progress_create_index" 2>/dev/null)
+  case "$phase" in *hashing*|*writing*) break ;; esac
+  [ -z "$(jobs -rp)" ] && break
+  sleep 0.1
+done
+case "$phase" in
+  *hashing*|*writing*) sleep 0.5 ;; # some index pages written and WAL-logged by now
+  *) fail "crash round 3: CREATE INDEX never reached its hashing/writing phase (phase [$phase], $(cat "$work/build.out"))" ;;
+esac
+echo "round 3: SIGKILL during CREATE INDEX phase [$phase]"
+cluster_crash p || fail "crash round 3: could not kill the cluster"
+wait_clients
+if cluster_start p; then
+  pass "crash round 3: server restarts after SIGKILL during CREATE INDEX"
+  expect_eq "crash round 3: the interrupted index is gone" "$(cq p -c "SELECT count(*) FROM pg_class WHERE relname = 'big_idx'")" 0
+  expect_eq "crash round 3: table intact" "$(cq p -c "SELECT md5(string_agg(v::text, ',' ORDER BY id)) FROM big")" "$sum_before"
+  if cq p -c "CREATE INDEX big_idx ON big USING lsh (v) WITH (bits = 10, tables = 4)"; then
+    problems=$(cq p -c "SELECT * FROM lsh_index_check('big_idx')" 2>&1)
+    expect_eq "crash round 3: index rebuilt after the crash is clean" "$(lines "$problems")" ""
+    bad=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.probes = 1" \
+      -c "SELECT id FROM big WHERE id % 40 = 0 AND id <> (SELECT b.id FROM big b ORDER BY b.v <-> big.v LIMIT 1)" 2>&1)
+    expect_eq "crash round 3: rebuilt index finds sampled rows" "$(lines "$bad")" ""
+  else
+    fail "crash round 3: CREATE INDEX after the crash failed"
+  fi
+  expect_eq "crash round 3: index of t still clean" "$(cq p -c "SELECT count(*) FROM lsh_index_check('idx')" 2>/dev/null)" 0
+else
+  fail "crash round 3: server does not restart: $(tail -5 "$(cluster_log p)")"
+fi
+
+panics=$(grep -E 'PANIC|TRAP:|was terminated by signal (6|11)' "$(cluster_log p)" | head -5)
+expect_eq "crash: no PANIC/assertion/segfault in the server log" "$panics" ""
+finish
