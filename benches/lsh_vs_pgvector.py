@@ -19,7 +19,10 @@ recall@10 against an exact numpy ground truth (float64 rerank).
 QPS is measured INSIDE the server: a PL/pgSQL function loops over the `queries` table and times each
 `SELECT id FROM items ORDER BY v <-> q LIMIT 10` with clock_timestamp() (no network, no client parsing);
 QPS = queries / sum(time). One connection, one backend, max_parallel_workers_per_gather = 0, so one core.
-The client-side wall clock of the whole batch is recorded too (qps_client in the JSON).
+Also recorded: QPS/CPU = queries / CPU seconds the backend used (/proc/PID/schedstat), which is far less
+sensitive to other jobs on a shared machine than wall time, and qps_client (client wall clock of the batch).
+The lsh index is checked to be used by the planner (EXPLAIN); if not, the sweep runs with enable_seqscan=off
+and the rows say planner_forced.
 
 Both servers get shared_buffers=2GB, maintenance_work_mem=2GB (4GB above 200k rows, see
 --maintenance-work-mem), max_parallel_workers_per_gather=0, max_parallel_maintenance_workers=0 (all index
@@ -31,11 +34,17 @@ numpy). Rows are generated in blocks of 100k from per-block seeds, so the first 
 the 100k set. Cached in .cache/bench/data_{N}.npy, ground truth in .cache/bench/gt_{N}_{Q}.npy.
 
 Usage (as root; the servers run as the `postgres` user; use the .sh wrapper for nice + venv):
-  benches/lsh_vs_pgvector.sh                       # 100k rows, everything
-  benches/lsh_vs_pgvector.sh --rows 1000000        # 1M rows
-  benches/lsh_vs_pgvector.sh --only-lsh            # only the lsh index; other rows carried over from
-                                                   # the previous target/bench/results_{N}.json
-  benches/lsh_vs_pgvector.sh --lsh-with bits=12,tables=8 --lsh-probes 1,4,16,64
+  benches/lsh_vs_pgvector.sh                       # 100k rows, everything (about 10 min on 2 busy cores)
+  benches/lsh_vs_pgvector.sh --rows 1000000        # 1M rows (about an hour; hnsw build dominates)
+  benches/lsh_vs_pgvector.sh --only-lsh            # only the lsh index; the other rows are carried over
+                                                   # from the previous target/bench/results_{N}.json
+  benches/lsh_vs_pgvector.sh --only-lsh --lsh-with bits=12,tables=8 --lsh-probes 1,4,16,64
+      --lsh-extra "lsh.max_candidates=8000 lsh.rerank=300"   (one more sweep with these GUCs)
+  --skip-lsh / --skip-pgvector / --skip-lshash / --skip-exact: leave a part out (rows carried over);
+  --storage plain: keep the vectors in the heap instead of TOAST (changes the exact scan's cost);
+  --gen-noise/--gen-sub-spread/--gen-clusters/--gen-subclusters: another data set (own files, suffix _g<hash>).
+The pg_imgsim database is recreated whenever the installed extension script changes. Measure a release
+build (`cargo pgrx install --release`): the summary warns when pg_imgsim.so carries debug info.
 Outputs: target/bench/results_{N}.json, target/bench/recall_qps_{N}.png (benches/plot_recall_qps.py).
 """
 
@@ -485,6 +494,7 @@ def main():
     ap.add_argument("--exact-queries", type=int, default=20, help="queries for the (slow) exact scans")
     ap.add_argument("--skip-pgvector", action="store_true")
     ap.add_argument("--skip-lshash", action="store_true")
+    ap.add_argument("--skip-lsh", action="store_true", help="no lsh index (baselines only); lsh rows are carried over")
     ap.add_argument("--skip-exact", action="store_true", help="reuse the exact-scan rows of the last results")
     ap.add_argument("--only-lsh", action="store_true",
                     help="only the lsh index (= --skip-pgvector --skip-lshash --skip-exact); other rows are "
@@ -577,7 +587,9 @@ def main():
             else:
                 rows.append(bench_exact(conn, "exact (pg_imgsim, PG15)", min(args.exact_queries, nq), gt))
             has_lsh = conn.execute("SELECT 1 FROM pg_am WHERE amname = 'lsh'").fetchone() is not None
-            if not has_lsh:
+            if args.skip_lsh:
+                carry(lambda r: r["method"].startswith("lsh "), "--skip-lsh")
+            elif not has_lsh:
                 log("lsh: not available (no access method 'lsh' in pg_imgsim "
                     f"{versions['pg_imgsim']}); skipped")
                 notes.append("lsh: not available (access method missing in the installed pg_imgsim)")
@@ -624,7 +636,7 @@ def main():
                                     [(f"ef_search={v}", [("hnsw.ef_search", v)]) for v in parse_list(args.hnsw_ef)],
                                     nq, gt, q[0])
                 lists = args.ivf_lists or max(10, n // 1000)
-                rows += bench_index(conn, f"pgvector ivfflat", "vector",
+                rows += bench_index(conn, "pgvector ivfflat", "vector",
                                     f"CREATE INDEX bench_idx ON items USING ivfflat (v vector_l2_ops) "
                                     f"WITH (lists = {lists})",
                                     [(f"lists={lists} probes={v}", [("ivfflat.probes", v)])
@@ -738,7 +750,7 @@ def summarize(rows, exact):
     hnsw = [r for r in rows if r["method"] == "pgvector hnsw" and r.get("qps")]
     ivf = [r for r in rows if r["method"] == "pgvector ivfflat" and r.get("qps")]
     if not lsh:
-        s.append("lsh: not measured (access method not available)")
+        s.append("lsh: not measured (access method not available, or --skip-lsh)")
     if exact:
         s.append(f"exact seq scan (pg_imgsim): {exact['qps']:.2f} QPS ({1000 / exact['qps']:.0f} ms/query)"
                  + (f", {exact['qps_cpu']:.2f} QPS/CPU" if exact.get("qps_cpu") else ""))
@@ -767,13 +779,20 @@ def summarize(rows, exact):
             lb = next(r["build_s"] for r in lsh if r["method"] == method)
             s.append(f"{method}: build {lb:.1f} s vs hnsw {hb:.1f} s = {lb / hb:.3f}x "
                      f"[goal <= 0.1x: {'MET' if lb <= 0.1 * hb else 'NOT MET'}]")
-        for key, unit in (("qps", "QPS"), ("qps_cpu", "QPS/CPU")):
-            hc = [dict(r, qps=r[key]) for r in hnsw if r.get(key)]
-            for r in sorted(lsh, key=lambda r: (r["method"], r["recall"])):
-                hq = interp_qps(hc, r["recall"]) if r.get(key) else None
-                if hq:
-                    s.append(f"{r['method']} {r['setting']}: recall {r['recall']:.3f} at {r[key]:.0f} {unit}; hnsw at "
-                             f"that recall ~{hq:.0f} {unit} -> lsh/hnsw = {r[key] / hq:.2f}")
+        hw = [r for r in hnsw if r.get("qps")]
+        hcpu = [dict(r, qps=r["qps_cpu"]) for r in hnsw if r.get("qps_cpu")]
+        for r in sorted(lsh, key=lambda r: (r["method"], r["recall"])):
+            hq = interp_qps(hw, r["recall"])
+            hc = interp_qps(hcpu, r["recall"]) if r.get("qps_cpu") else None
+            if hq:
+                line = (f"{r['method']} {r['setting']}: recall {r['recall']:.3f} at {r['qps']:.0f} QPS; hnsw at that "
+                        f"recall ~{hq:.0f} QPS -> lsh/hnsw = {r['qps'] / hq:.2f}")
+                if hc:
+                    line += f" (per CPU second: {r['qps_cpu']:.0f} vs ~{hc:.0f} -> {r['qps_cpu'] / hc:.2f})"
+                s.append(line)
+            else:
+                s.append(f"{r['method']} {r['setting']}: recall {r['recall']:.3f} at {r['qps']:.0f} QPS; above "
+                         "every hnsw setting's recall")
     return s
 
 
@@ -790,7 +809,9 @@ def print_table(doc):
           f"{doc['machine']['cpus']} CPUs ({doc['machine']['cpu']}), shared; {doc['date']}")
     vers = [f"{k}: {v.split(' on ')[0] if isinstance(v, str) else v}" for k, v in doc["versions"].items()]
     print("   " + "; ".join(vers))
-    hdr = f"{'method':<24} {'setting':<22} {'build s':>8} {'size MB':>8} {'QPS':>8} {'QPS/CPU':>8} " \
+    mw = max([24] + [len(r["method"]) for r in doc["results"]])
+    sw = max([22] + [len(r["setting"]) for r in doc["results"]])
+    hdr = f"{'method':<{mw}} {'setting':<{sw}} {'build s':>8} {'size MB':>8} {'QPS':>8} {'QPS/CPU':>8} " \
           f"{'recall@10':>9} {'vs exact':>9} {'n':>4}"
     print(hdr)
     print("-" * len(hdr))
@@ -799,7 +820,7 @@ def print_table(doc):
         if r.get("error"):
             extra += f"  ERROR: {r['error'][:60]}"
         sp = (fmt(r["speedup"], "8.0f") + "x") if r.get("speedup") else fmt(None, "9")
-        print(f"{r['method']:<24} {r['setting']:<22} {fmt(r['build_s'], '8.1f')} {fmt(r['size_mb'], '8.1f')} "
+        print(f"{r['method']:<{mw}} {r['setting']:<{sw}} {fmt(r['build_s'], '8.1f')} {fmt(r['size_mb'], '8.1f')} "
               f"{fmt(r['qps'], '8.1f')} {fmt(r.get('qps_cpu'), '8.1f')} {fmt(r['recall'], '9.3f')} {sp} "
               f"{fmt(r.get('queries'), '4d')}{extra}")
     print()

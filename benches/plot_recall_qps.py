@@ -14,8 +14,9 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-W, H = 1200, 800
-LEFT, RIGHT, TOP, BOTTOM = 90, 330, 60, 70
+W, H = 1300, 800
+LEFT, RIGHT, TOP, BOTTOM = 90, 430, 60, 70
+LEGEND_X = 60  # legend starts this far right of the plot (room for point labels at recall 1.0)
 PALETTE = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
@@ -27,19 +28,28 @@ def _font(size):
         return ImageFont.load_default()
 
 
+SWEPT = ("probes=", "ef_search=")
+
+
+def _split(setting):
+    """'lists=100 probes=4' -> ('p4', 'lists=100'): the swept knob (short) and the rest (the variant)."""
+    toks = setting.split()
+    swept = [t for t in toks if t.startswith(SWEPT)]
+    rest = [t for t in toks if not t.startswith(SWEPT)]
+    short = swept[0].replace("probes=", "p").replace("ef_search=", "ef") if swept else ""
+    return short, " ".join(rest)
+
+
 def _series(doc, key):
-    """method -> list of result rows with `key` (qps or qps_cpu) and recall, in file order."""
+    """series name -> result rows with `key` (qps or qps_cpu) and recall, in file order. A series is one
+    method with one fixed variant (index options, extra GUCs); its points are the swept knob."""
     out = {}
     for r in doc["results"]:
         if r.get(key) and r.get("recall") is not None:
-            out.setdefault(r["method"], []).append(dict(r, qps=r[key]))
+            short, rest = _split(r["setting"])
+            name = r["method"] if (not rest or rest == "seq scan" or not short) else f"{r['method']} {rest}"
+            out.setdefault(name, []).append(dict(r, qps=r[key], label=short))
     return out
-
-
-def _short(setting):
-    for a, b in (("probes=", "p"), ("ef_search=", "ef"), ("seq scan", "")):
-        setting = setting.replace(a, b)
-    return setting.split(" ")[-1]
 
 
 def plot(doc, path, key="qps"):
@@ -112,18 +122,18 @@ def plot(doc, path, key="qps"):
             d.line(xy, fill=col, width=2)
         for (xx, yy), r in zip(xy, rs):
             d.ellipse([xx - 4, yy - 4, xx + 4, yy + 4], fill=col, outline="black")
-            lbl = _short(r["setting"])
+            lbl = r["label"]
             if lbl:
                 d.text((xx + 6, yy - 6), lbl, fill=col, font=fs, anchor="lb")
         build = rs[0].get("build_s")
         legend = name + (f"  (build {build:.1f} s)" if build else "")
-        d.rectangle([LEFT + pw + 16, ly + 4, LEFT + pw + 30, ly + 18], fill=col, outline="black")
-        d.text((LEFT + pw + 36, ly + 11), legend, fill="black", font=fs, anchor="lm")
+        d.rectangle([LEFT + pw + LEGEND_X, ly + 4, LEFT + pw + LEGEND_X + 14, ly + 18], fill=col, outline="black")
+        d.text((LEFT + pw + LEGEND_X + 20, ly + 11), legend, fill="black", font=fs, anchor="lm")
         ly += 24
     ly += 10
     for line in ("p = lsh.probes / ivfflat.probes", "ef = hnsw.ef_search", "dashed: recall 0.95, 100x exact",
                  f"{doc['date']}"):
-        d.text((LEFT + pw + 16, ly), line, fill=(80, 80, 80), font=fs, anchor="lm")
+        d.text((LEFT + pw + LEGEND_X, ly), line, fill=(80, 80, 80), font=fs, anchor="lm")
         ly += 18
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img.save(path)

@@ -5,6 +5,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod am;
+pub mod embed;
 pub mod fmgr;
 pub mod gucs;
 pub mod types;

@@ -107,4 +107,21 @@ recall=$(join -t'|' <(echo "$exact") <(echo "$approx") \
   | awk -F'|' '{n = split($2, a, ","); split($3, b, ","); for (i in a) for (j in b) if (a[i] == b[j]) hit++; tot += n} END {printf "%.3f", (tot ? hit / tot : 0)}')
 echo "concurrency: recall@10 on 20 queries: $recall"
 awk -v r="$recall" 'BEGIN {exit !(r >= 0.9)}' && pass "concurrency: recall@10 $recall >= 0.9" || fail "concurrency: recall@10 $recall < 0.9"
+
+# An index built on an empty table is set up by its first insert: 4 clients race to be first.
+cq c -c "CREATE TABLE e (id bigserial PRIMARY KEY, v embedding(16) NOT NULL)" -c "CREATE INDEX eidx ON e USING lsh (v) WITH (tables = 3)"
+sed 's/INTO t(v)/INTO e(v)/; s/FROM t ORDER BY/FROM e ORDER BY/; s/FROM t WHERE/FROM e WHERE/' "$work/insert_find.sql" >"$work/insert_find_e.sql"
+duration=3 bench first_insert 4 -f "$work/insert_find_e.sql"
+errs=$(grep -iE 'error|abort|fatal' "$work/first_insert.out" | grep -vE 'number of failed transactions: 0 |aborted: 0' | head -5)
+txs=$(grep -oE 'number of transactions actually processed: [0-9]+' "$work/first_insert.out" | grep -oE '[0-9]+$')
+echo "concurrency: first_insert: ${txs:-?} transactions, $(cq c -c "SELECT count(*) FROM e") rows"
+if [ "$(cat "$work/first_insert.rc")" = 0 ] && [ -z "$errs" ] && [ "${txs:-0}" -gt 0 ]; then
+  pass "concurrency: 4 clients inserting into an index built empty (first insert sets it up)"
+else
+  fail "concurrency: first inserts into an index built empty: $(lines "$errs")"
+fi
+problems=$(cq c -c "SELECT * FROM lsh_index_check('eidx')" 2>&1)
+expect_eq "concurrency: index built empty, after concurrent first inserts: lsh_index_check clean" "$(lines "$problems")" ""
+logerr=$(grep -E 'ERROR|PANIC|FATAL|TRAP:|terminated by signal|server process .* exited' "$(cluster_log c)" | head -5)
+expect_eq "concurrency: no ERROR/PANIC/crash in the server log at the end" "$(lines "$logerr")" ""
 finish
