@@ -12,7 +12,11 @@ pub mod pg;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/embedding.sql", name = "embedding", bootstrap);
-extension_sql_file!("../sql/embed.sql", name = "embed", requires = ["embedding", pg::embed::imgsim_models]);
+extension_sql_file!(
+    "../sql/embed.sql",
+    name = "embed",
+    requires = ["embedding", pg::embed::imgsim_models]
+);
 extension_sql_file!("../sql/lsh.sql", name = "lsh", finalize);
 
 /// Registers GUCs and index options when the library is loaded.

@@ -12,28 +12,89 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
-pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"$libdir/pg_imgsim/libonnxruntime.so"));
-pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"$sharedir/pg_imgsim/models"));
-pub static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"efficientnet_lite0"));
-pub static PROVIDER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"auto"));
+pub static ORT_LIBRARY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"$libdir/pg_imgsim/libonnxruntime.so"));
+pub static MODEL_DIR: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"$sharedir/pg_imgsim/models"));
+pub static MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"efficientnet_lite0"));
+pub static PROVIDER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"auto"));
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_INPUT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024 * 1024);
 pub static MAX_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(50_000_000);
 
 pub fn init_gucs() {
-    GucRegistry::define_string_guc(c"pg_imgsim.onnxruntime_library", c"Path of the ONNX Runtime shared library ($libdir is expanded).", c"Loaded once per backend; superuser only.", &ORT_LIBRARY, GucContext::Suset, GucFlags::default());
-    GucRegistry::define_string_guc(c"pg_imgsim.model_dir", c"Directory of <name>.onnx + <name>.json model files ($sharedir is expanded).", c"Superuser only.", &MODEL_DIR, GucContext::Suset, GucFlags::default());
-    GucRegistry::define_string_guc(c"pg_imgsim.model", c"Model used by img_embed(bytea).", c"A plain name of a model in pg_imgsim.model_dir.", &MODEL, GucContext::Userset, GucFlags::default());
-    GucRegistry::define_string_guc(c"pg_imgsim.execution_provider", c"auto, cpu or cuda.", c"auto uses CUDA when it loads, else the CPU, and says once in the log which one.", &PROVIDER, GucContext::Userset, GucFlags::default());
-    GucRegistry::define_int_guc(c"pg_imgsim.threads", c"ONNX Runtime intra-op threads (0 = one per core).", c"", &THREADS, 0, 1024, GucContext::Userset, GucFlags::default());
-    GucRegistry::define_int_guc(c"pg_imgsim.max_input_bytes", c"Largest image (bytes) img_embed accepts.", c"Superuser only.", &MAX_INPUT_BYTES, 1, i32::MAX, GucContext::Suset, GucFlags::default());
-    GucRegistry::define_int_guc(c"pg_imgsim.max_pixels", c"Largest decoded image (width x height) img_embed accepts; checked before decoding.", c"Superuser only.", &MAX_PIXELS, 1, i32::MAX, GucContext::Suset, GucFlags::default());
+    GucRegistry::define_string_guc(
+        c"pg_imgsim.onnxruntime_library",
+        c"Path of the ONNX Runtime shared library ($libdir is expanded).",
+        c"Loaded once per backend; superuser only.",
+        &ORT_LIBRARY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_imgsim.model_dir",
+        c"Directory of <name>.onnx + <name>.json model files ($sharedir is expanded).",
+        c"Superuser only.",
+        &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_imgsim.model",
+        c"Model used by img_embed(bytea).",
+        c"A plain name of a model in pg_imgsim.model_dir.",
+        &MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_imgsim.execution_provider",
+        c"auto, cpu or cuda.",
+        c"auto uses CUDA when it loads, else the CPU, and says once in the log which one.",
+        &PROVIDER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_imgsim.threads",
+        c"ONNX Runtime intra-op threads (0 = one per core).",
+        c"",
+        &THREADS,
+        0,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_imgsim.max_input_bytes",
+        c"Largest image (bytes) img_embed accepts.",
+        c"Superuser only.",
+        &MAX_INPUT_BYTES,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_imgsim.max_pixels",
+        c"Largest decoded image (width x height) img_embed accepts; checked before decoding.",
+        c"Superuser only.",
+        &MAX_PIXELS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_imgsim".as_ptr()) };
 }
 
 fn guc_str(g: &GucSetting<Option<CString>>) -> String {
-    g.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    g.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Expands a leading `$libdir` / `$sharedir` like PostgreSQL does for library paths.
@@ -43,8 +104,13 @@ fn expand(path: &str) -> PathBuf {
         // SAFETY: `my_exec_path` is set in every backend; the function writes a NUL-terminated path
         // of at most MAXPGPATH bytes.
         unsafe {
-            f(std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char, buf.as_mut_ptr() as *mut std::ffi::c_char);
-            CStr::from_ptr(buf.as_ptr() as *const std::ffi::c_char).to_string_lossy().into_owned()
+            f(
+                std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char,
+                buf.as_mut_ptr() as *mut std::ffi::c_char,
+            );
+            CStr::from_ptr(buf.as_ptr() as *const std::ffi::c_char)
+                .to_string_lossy()
+                .into_owned()
         }
     };
     if let Some(rest) = path.strip_prefix("$libdir") {
@@ -68,7 +134,10 @@ fn config() -> EmbedderConfig {
         )
     });
     cfg.intra_threads = THREADS.get().max(0) as usize;
-    cfg.limits = Limits { max_bytes: MAX_INPUT_BYTES.get() as usize, max_pixels: MAX_PIXELS.get() as u64 };
+    cfg.limits = Limits {
+        max_bytes: MAX_INPUT_BYTES.get() as usize,
+        max_pixels: MAX_PIXELS.get() as u64,
+    };
     cfg
 }
 
@@ -88,7 +157,12 @@ fn fail(e: imgsim_pipeline::Error) -> ! {
         ErrorKind::Inference => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
         ErrorKind::Cancelled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
     };
-    raise(code, e.message().to_string(), None, e.hint().map(str::to_string))
+    raise(
+        code,
+        e.message().to_string(),
+        None,
+        e.hint().map(str::to_string),
+    )
 }
 
 /// Loads (or takes from this backend's cache) the embedder for `model`; logs the provider once.
@@ -113,21 +187,32 @@ fn interrupted() -> bool {
     }
 }
 
-v1!(pg_finfo_img_embed, pg_finfo_img_embed_default, pg_finfo_img_embed_batch);
+v1!(
+    pg_finfo_img_embed,
+    pg_finfo_img_embed_default,
+    pg_finfo_img_embed_batch
+);
 
 /// `img_embed(bytea, text) -> embedding`
 #[pg_guard]
 #[no_mangle]
 pub unsafe extern "C-unwind" fn img_embed(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: STRICT (bytea, text).
-    let (bytes, model) = unsafe { (<&[u8]>::from_datum(arg(fcinfo, 0), false).unwrap_or_default(), String::from_datum(arg(fcinfo, 1), false).unwrap_or_default()) };
+    let (bytes, model) = unsafe {
+        (
+            <&[u8]>::from_datum(arg(fcinfo, 0), false).unwrap_or_default(),
+            String::from_datum(arg(fcinfo, 1), false).unwrap_or_default(),
+        )
+    };
     embed_one(bytes, &model)
 }
 
 /// `img_embed(bytea) -> embedding` with the `pg_imgsim.model` default.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn img_embed_default(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn img_embed_default(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: STRICT (bytea).
     let bytes = unsafe { <&[u8]>::from_datum(arg(fcinfo, 0), false).unwrap_or_default() };
     embed_one(bytes, &guc_str(&MODEL))
@@ -158,13 +243,30 @@ pub unsafe extern "C-unwind" fn img_embed_batch(fcinfo: pg_sys::FunctionCallInfo
         let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0i32;
-        pg_sys::deconstruct_array(arr, pg_sys::BYTEAOID, -1, false, pg_sys::TYPALIGN_INT as std::ffi::c_char, &mut elems, &mut nulls, &mut n);
+        pg_sys::deconstruct_array(
+            arr,
+            pg_sys::BYTEAOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
         let n = n.max(0) as usize;
-        let (elems, nulls) = (std::slice::from_raw_parts(elems, n), std::slice::from_raw_parts(nulls, n));
+        let (elems, nulls) = (
+            std::slice::from_raw_parts(elems, n),
+            std::slice::from_raw_parts(nulls, n),
+        );
         let present: Vec<usize> = (0..n).filter(|&i| !nulls[i]).collect();
-        let images: Vec<&[u8]> = present.iter().map(|&i| <&[u8]>::from_datum(elems[i], false).unwrap_or_default()).collect();
+        let images: Vec<&[u8]> = present
+            .iter()
+            .map(|&i| <&[u8]>::from_datum(elems[i], false).unwrap_or_default())
+            .collect();
         let e = embedder(&model);
-        let vecs = e.embed_batch_with(&images, &interrupted).unwrap_or_else(|err| fail(err));
+        let vecs = e
+            .embed_batch_with(&images, &interrupted)
+            .unwrap_or_else(|err| fail(err));
         pg_sys::check_for_interrupts!();
         let mut out = vec![pg_sys::Datum::from(0usize); n];
         let mut out_nulls = nulls.to_vec();
@@ -192,8 +294,19 @@ pub unsafe extern "C-unwind" fn img_embed_batch(fcinfo: pg_sys::FunctionCallInfo
 
 /// Models installed in `pg_imgsim.model_dir` (`pg_imgsim.models()`).
 #[pg_extern(stable, parallel_safe, name = "imgsim_models")]
-fn imgsim_models() -> TableIterator<'static, (name!(name, String), name!(dims, i32), name!(weights, String))> {
+fn imgsim_models() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(dims, i32),
+        name!(weights, String),
+    ),
+> {
     let reg = ModelRegistry::new(expand(&guc_str(&MODEL_DIR)));
     let list = reg.list().unwrap_or_else(|e| fail(e));
-    TableIterator::new(list.into_iter().filter(|m| m.has_onnx).map(|m| (m.name, m.dims as i32, m.weights)))
+    TableIterator::new(
+        list.into_iter()
+            .filter(|m| m.has_onnx)
+            .map(|m| (m.name, m.dims as i32, m.weights)),
+    )
 }

@@ -53,7 +53,10 @@ impl Preprocessor {
 
     /// The shorter side a JPEG may be DCT-downscaled to without losing what the resize needs.
     pub fn min_decode_short_side(&self) -> u32 {
-        let m: u32 = std::env::var("IMGSIM_DCT_MARGIN").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let m: u32 = std::env::var("IMGSIM_DCT_MARGIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         m * match self.crop {
             Crop::Center => self.resize_shorter,
             Crop::None => self.width.max(self.height),

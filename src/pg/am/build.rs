@@ -43,7 +43,9 @@ pub struct LocalPage {
 
 impl LocalPage {
     pub fn new(kind: u16) -> LocalPage {
-        let mut p = LocalPage { buf: vec![0u64; pg_sys::BLCKSZ as usize / 8] };
+        let mut p = LocalPage {
+            buf: vec![0u64; pg_sys::BLCKSZ as usize / 8],
+        };
         // SAFETY: `buf` is BLCKSZ bytes, 8-aligned, owned by us.
         unsafe { page::init_page(p.page(), kind) };
         p
@@ -67,12 +69,22 @@ impl LocalPage {
 }
 
 /// Appends `image` to the index as a new page (WAL-logged as a full image); returns its block number.
-pub fn write_new_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, image: &mut LocalPage) -> pg_sys::BlockNumber {
+pub fn write_new_page(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    image: &mut LocalPage,
+) -> pg_sys::BlockNumber {
     let buf = new_buffer(index, fork);
     let mut w = PageWrite::start(index);
     let p = w.page(buf, true);
     // SAFETY: `p` is the registered BLCKSZ image of the new buffer; `image` is a full page.
-    unsafe { std::ptr::copy_nonoverlapping(image.page() as *const u8, p as *mut u8, pg_sys::BLCKSZ as usize) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            image.page() as *const u8,
+            p as *mut u8,
+            pg_sys::BLCKSZ as usize,
+        )
+    };
     w.finish();
     let blk = block_of(buf);
     release(buf);
@@ -95,7 +107,8 @@ impl BuildState {
         if let Some(mut p) = self.page.take() {
             if !p.is_empty() {
                 let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut p);
-                self.vrefs.extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
+                self.vrefs
+                    .extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
             }
         }
     }
@@ -108,9 +121,14 @@ impl BuildState {
         if values.len() != self.dims {
             shape::dims_mismatch(self.dims, values.len());
         }
-        let mean = self.mean.get_or_insert_with(|| MeanAccumulator::new(values.len(), self.metric));
+        let mean = self
+            .mean
+            .get_or_insert_with(|| MeanAccumulator::new(values.len(), self.metric));
         if let Err(e) = mean.add(values) {
-            error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot index this embedding: {e}"));
+            error(
+                PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                format!("cannot index this embedding: {e}"),
+            );
         }
         let item = VectorItem::encode(tid, values);
         if self.page.is_none() {
@@ -177,7 +195,12 @@ fn column_dims(index: pg_sys::Relation) -> usize {
 /// A fresh build id for the meta page (keys the backends' model caches).
 fn new_build_id() -> u64 {
     // SAFETY: plain reads of the clock and of this backend's pid.
-    let (t, pid) = unsafe { (pg_sys::GetCurrentTimestamp() as u64, pg_sys::MyProcPid as u64) };
+    let (t, pid) = unsafe {
+        (
+            pg_sys::GetCurrentTimestamp() as u64,
+            pg_sys::MyProcPid as u64,
+        )
+    };
     t ^ (pid << 48) ^ 0x9e37_79b9_7f4a_7c15
 }
 
@@ -189,7 +212,10 @@ pub unsafe extern "C-unwind" fn ambuild(
     index_info: *mut pg_sys::IndexInfo,
 ) -> *mut pg_sys::IndexBuildResult {
     if shape::nblocks(index) != 0 {
-        error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "lsh index is not empty at build");
+        error(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "lsh index is not empty at build",
+        );
     }
     let metric = super::index_metric(index);
     let dims = column_dims(index);
@@ -203,18 +229,50 @@ pub unsafe extern "C-unwind" fn ambuild(
     write_new_page(index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut meta_image);
 
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
-    let mut st = BuildState { metric, dims, page: None, pending: Vec::new(), vrefs: Vec::new(), mean: None, index };
+    let mut st = BuildState {
+        metric,
+        dims,
+        page: None,
+        pending: Vec::new(),
+        vrefs: Vec::new(),
+        mean: None,
+        index,
+    };
     // SAFETY: standard heap scan feeding `build_callback` with the index's column values.
     let heap_tuples = unsafe {
-        pg_sys::table_index_build_scan(heap, index, index_info, true, true, Some(build_callback), &mut st as *mut BuildState as *mut _, std::ptr::null_mut())
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            index_info,
+            true,
+            true,
+            Some(build_callback),
+            &mut st as *mut BuildState as *mut _,
+            std::ptr::null_mut(),
+        )
     };
     st.flush();
     let rows = st.vrefs.len();
     if st.dims > 0 {
-        let mean = st.mean.as_ref().map(|m| m.finish()).unwrap_or_else(|| vec![0.0; st.dims]);
+        let mean = st
+            .mean
+            .as_ref()
+            .map(|m| m.finish())
+            .unwrap_or_else(|| vec![0.0; st.dims]);
         let (bits, tables, sketch_bits, seed) = options::of(index);
-        let bits = if bits > 0 { bits as u32 } else { LshParams::suggested_bits(rows as u64) };
-        let params = LshParams { dims: st.dims as u32, bits, tables: tables as u32, sketch_bits: sketch_bits as u32, seed: seed as u64, metric };
+        let bits = if bits > 0 {
+            bits as u32
+        } else {
+            LshParams::suggested_bits(rows as u64)
+        };
+        let params = LshParams {
+            dims: st.dims as u32,
+            bits,
+            tables: tables as u32,
+            sketch_bits: sketch_bits as u32,
+            seed: seed as u64,
+            metric,
+        };
         let meta = write_structure(index, params, mean, &st.vrefs, true);
         let buf = shape::read_locked(index, page::META_BLOCK, true);
         write_meta_page(index, buf, &meta);
@@ -237,7 +295,11 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     // SAFETY: init forks are always WAL-logged (log_newpage_buffer), as PostgreSQL's own AMs do.
     unsafe {
         let p = page_of(buf);
-        std::ptr::copy_nonoverlapping(image.page() as *const u8, p as *mut u8, pg_sys::BLCKSZ as usize);
+        std::ptr::copy_nonoverlapping(
+            image.page() as *const u8,
+            p as *mut u8,
+            pg_sys::BLCKSZ as usize,
+        );
         pg_sys::MarkBufferDirty(buf);
         pg_sys::log_newpage_buffer(buf, true);
     }
@@ -292,8 +354,12 @@ pub fn write_structure(
     report: bool,
 ) -> Meta {
     let fork = pg_sys::ForkNumber::MAIN_FORKNUM;
-    let model = LshModel::new(params, mean)
-        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid lsh index options: {e}")));
+    let model = LshModel::new(params, mean).unwrap_or_else(|e| {
+        error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid lsh index options: {e}"),
+        )
+    });
     let tables = params.tables as usize;
     let words = params.sketch_words();
     let n = vrefs.len();
@@ -316,8 +382,18 @@ pub fn write_structure(
         }
         shape::read_vector(index, *v, &mut values).expect("vector written by this build");
         model
-            .hash_into(&values, &mut scratch, &mut codes[i * tables..(i + 1) * tables], &mut sketches[i * words..(i + 1) * words])
-            .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash embedding: {e}")));
+            .hash_into(
+                &values,
+                &mut scratch,
+                &mut codes[i * tables..(i + 1) * tables],
+                &mut sketches[i * words..(i + 1) * words],
+            )
+            .unwrap_or_else(|e| {
+                error(
+                    PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                    format!("cannot hash embedding: {e}"),
+                )
+            });
     }
 
     // Bucket chains, table by table, superbucket by superbucket.
@@ -339,7 +415,11 @@ pub fn write_structure(
             }
             let entries = order[start..pos].iter().map(|&i| {
                 let i = i as usize;
-                BucketEntry::encode(codes[i * tables + t], vrefs[i], &sketches[i * words..(i + 1) * words])
+                BucketEntry::encode(
+                    codes[i * tables + t],
+                    vrefs[i],
+                    &sketches[i * words..(i + 1) * words],
+                )
             });
             heads.push(write_chain(index, fork, entries));
         }
@@ -365,7 +445,11 @@ pub fn write_structure(
 }
 
 /// Writes one superbucket chain (at least one page, possibly empty); returns its head block.
-pub fn write_chain(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, entries: impl Iterator<Item = Vec<u8>>) -> pg_sys::BlockNumber {
+pub fn write_chain(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    entries: impl Iterator<Item = Vec<u8>>,
+) -> pg_sys::BlockNumber {
     let mut pages = vec![LocalPage::new(page::KIND_BUCKET)];
     for e in entries {
         if pages.last_mut().and_then(|p| p.add(&e)).is_none() {
@@ -384,7 +468,12 @@ pub fn write_chain(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, entr
 }
 
 /// Writes `bytes` over consecutive new pages of `kind`; returns (first block, page count).
-fn write_raw_run(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, kind: u16, bytes: &[u8]) -> (pg_sys::BlockNumber, u32) {
+fn write_raw_run(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    kind: u16,
+    bytes: &[u8],
+) -> (pg_sys::BlockNumber, u32) {
     let mut first = page::INVALID_BLOCK;
     let mut count = 0;
     for (i, chunk) in bytes.chunks(page::raw_capacity() / 4 * 4).enumerate() {
@@ -395,7 +484,10 @@ fn write_raw_run(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, kind: 
         if i == 0 {
             first = blk;
         } else if blk != first + i as u32 {
-            error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "lsh index: raw run pages are not consecutive");
+            error(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "lsh index: raw run pages are not consecutive",
+            );
         }
         count += 1;
     }

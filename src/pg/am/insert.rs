@@ -43,13 +43,19 @@ pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values:
     if values.len() != shape.dims() {
         shape::dims_mismatch(shape.dims(), values.len());
     }
-    let hash = shape
-        .model
-        .hash(values)
-        .unwrap_or_else(|e| crate::pg::fmgr::error(pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash embedding: {e}")));
+    let hash = shape.model.hash(values).unwrap_or_else(|e| {
+        crate::pg::fmgr::error(
+            pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("cannot hash embedding: {e}"),
+        )
+    });
     let vref = insert_vector(index, &VectorItem::encode(tid, values));
     for (t, &code) in hash.codes.iter().enumerate() {
-        insert_entry(index, shape.head(t, code), &BucketEntry::encode(code, vref, &hash.sketch));
+        insert_entry(
+            index,
+            shape.head(t, code),
+            &BucketEntry::encode(code, vref, &hash.sketch),
+        );
     }
 }
 
@@ -65,7 +71,14 @@ fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
         let metric = super::index_metric(index);
         let rec = LshParams::recommended(dims as u32, metric);
         let bits = if bits > 0 { bits as u32 } else { rec.bits };
-        let params = LshParams { dims: dims as u32, bits, tables: tables as u32, sketch_bits: sketch_bits as u32, seed: seed as u64, metric };
+        let params = LshParams {
+            dims: dims as u32,
+            bits,
+            tables: tables as u32,
+            sketch_bits: sketch_bits as u32,
+            seed: seed as u64,
+            metric,
+        };
         let meta = write_structure(index, params, vec![0.0; dims], &[], false);
         write_meta_page(index, buf, &meta);
     }
@@ -98,7 +111,8 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
         let buf = read_locked(index, blk, true);
         let p = page_of(buf);
         // SAFETY: the page is exclusively locked.
-        let (is_vector, free) = unsafe { (page::kind(p) == page::KIND_VECTOR, page::free_space(p)) };
+        let (is_vector, free) =
+            unsafe { (page::kind(p) == page::KIND_VECTOR, page::free_space(p)) };
         if is_vector && free >= item.len() {
             let off = add_logged(index, buf, item, false);
             record_free(index, buf);
@@ -121,7 +135,12 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
 }
 
 /// Adds `item` to the locked buffer's page in one WAL record (`fresh`: initialise the page first).
-fn add_logged(index: pg_sys::Relation, buf: pg_sys::Buffer, item: &[u8], fresh: bool) -> pg_sys::OffsetNumber {
+fn add_logged(
+    index: pg_sys::Relation,
+    buf: pg_sys::Buffer,
+    item: &[u8],
+    fresh: bool,
+) -> pg_sys::OffsetNumber {
     let mut w = PageWrite::start(index);
     let p = w.page(buf, fresh);
     // SAFETY: `p` is the registered image of an exclusively locked page.
@@ -138,7 +157,9 @@ fn add_logged(index: pg_sys::Relation, buf: pg_sys::Buffer, item: &[u8], fresh: 
 
 fn record_free(index: pg_sys::Relation, buf: pg_sys::Buffer) {
     // SAFETY: the buffer is locked; the FSM records how much room the page has left.
-    unsafe { pg_sys::RecordPageWithFreeSpace(index, block_of(buf), page::free_space(page_of(buf))) };
+    unsafe {
+        pg_sys::RecordPageWithFreeSpace(index, block_of(buf), page::free_space(page_of(buf)))
+    };
 }
 
 /// Appends a bucket entry to the chain starting at `head`.

@@ -21,13 +21,19 @@ use pgrx::prelude::*;
 /// Largest dimension count an lsh index accepts: one vector item must fit on an 8 kB page.
 pub const MAX_INDEX_DIMS: usize = 2000;
 
-v1!(pg_finfo_lsh_handler, pg_finfo_lsh_metric_l2, pg_finfo_lsh_metric_cosine, pg_finfo_lsh_metric_ip);
+v1!(
+    pg_finfo_lsh_handler,
+    pg_finfo_lsh_metric_l2,
+    pg_finfo_lsh_metric_cosine,
+    pg_finfo_lsh_metric_ip
+);
 
 /// `lsh_handler(internal) -> index_am_handler`
 #[pg_guard]
 #[no_mangle]
 pub unsafe extern "C-unwind" fn lsh_handler(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let mut am = unsafe { PgBox::<pg_sys::IndexAmRoutine>::alloc_node(pg_sys::NodeTag::T_IndexAmRoutine) };
+    let mut am =
+        unsafe { PgBox::<pg_sys::IndexAmRoutine>::alloc_node(pg_sys::NodeTag::T_IndexAmRoutine) };
     am.amstrategies = 1;
     am.amsupport = 1;
     am.amoptsprocnum = 0;
@@ -94,4 +100,3 @@ pub fn index_metric(index: pg_sys::Relation) -> imgsim_algo::lsh::Metric {
     };
     imgsim_algo::lsh::Metric::from_u8(code as u8).unwrap_or(imgsim_algo::lsh::Metric::L2)
 }
-

@@ -30,29 +30,78 @@ pub fn init() {
         let kind = pg_sys::add_reloption_kind();
         KIND.store(kind, Ordering::Relaxed);
         let lock = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
-        pg_sys::add_int_reloption(kind, c"bits".as_ptr(), c"Hyperplanes per hash table (bucket code bits); 0 chooses from the row count".as_ptr(), 0, 0, 24, lock);
-        pg_sys::add_int_reloption(kind, c"tables".as_ptr(), c"Number of hash tables".as_ptr(), DEFAULT_TABLES, 1, 64, lock);
-        pg_sys::add_int_reloption(kind, c"sketch_bits".as_ptr(), c"Bits of the per-row sign sketch used to rank candidates (multiple of 64)".as_ptr(), DEFAULT_SKETCH_BITS, 64, 2048, lock);
-        pg_sys::add_int_reloption(kind, c"seed".as_ptr(), c"Seed of the random hyperplanes".as_ptr(), DEFAULT_SEED, 0, i32::MAX, lock);
+        pg_sys::add_int_reloption(
+            kind,
+            c"bits".as_ptr(),
+            c"Hyperplanes per hash table (bucket code bits); 0 chooses from the row count".as_ptr(),
+            0,
+            0,
+            24,
+            lock,
+        );
+        pg_sys::add_int_reloption(
+            kind,
+            c"tables".as_ptr(),
+            c"Number of hash tables".as_ptr(),
+            DEFAULT_TABLES,
+            1,
+            64,
+            lock,
+        );
+        pg_sys::add_int_reloption(
+            kind,
+            c"sketch_bits".as_ptr(),
+            c"Bits of the per-row sign sketch used to rank candidates (multiple of 64)".as_ptr(),
+            DEFAULT_SKETCH_BITS,
+            64,
+            2048,
+            lock,
+        );
+        pg_sys::add_int_reloption(
+            kind,
+            c"seed".as_ptr(),
+            c"Seed of the random hyperplanes".as_ptr(),
+            DEFAULT_SEED,
+            0,
+            i32::MAX,
+            lock,
+        );
     }
 }
 
 fn elt(name: &'static std::ffi::CStr, offset: usize) -> pg_sys::relopt_parse_elt {
-    pg_sys::relopt_parse_elt { optname: name.as_ptr(), opttype: pg_sys::relopt_type::RELOPT_TYPE_INT, offset: offset as i32 }
+    pg_sys::relopt_parse_elt {
+        optname: name.as_ptr(),
+        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+        offset: offset as i32,
+    }
 }
 
 /// `amoptions`
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
+pub unsafe extern "C-unwind" fn amoptions(
+    reloptions: pg_sys::Datum,
+    validate: bool,
+) -> *mut pg_sys::bytea {
     let tab = [
         elt(c"bits", std::mem::offset_of!(LshOptions, bits)),
         elt(c"tables", std::mem::offset_of!(LshOptions, tables)),
-        elt(c"sketch_bits", std::mem::offset_of!(LshOptions, sketch_bits)),
+        elt(
+            c"sketch_bits",
+            std::mem::offset_of!(LshOptions, sketch_bits),
+        ),
         elt(c"seed", std::mem::offset_of!(LshOptions, seed)),
     ];
     // SAFETY: the table describes `LshOptions` exactly; build_reloptions validates values and ranges.
     let opts = unsafe {
-        pg_sys::build_reloptions(reloptions, validate, KIND.load(Ordering::Relaxed), size_of::<LshOptions>(), tab.as_ptr(), tab.len() as i32)
+        pg_sys::build_reloptions(
+            reloptions,
+            validate,
+            KIND.load(Ordering::Relaxed),
+            size_of::<LshOptions>(),
+            tab.as_ptr(),
+            tab.len() as i32,
+        )
     } as *mut LshOptions;
     if validate && !opts.is_null() {
         // SAFETY: non-null result of build_reloptions is a palloc'd LshOptions.

@@ -103,8 +103,13 @@ pub unsafe fn kind(page: pg_sys::Page) -> u16 {
         if pg_sys::PageIsNew(page) {
             return 0;
         }
-        if pg_sys::PageGetSpecialSize(page) as usize != size_of::<Opaque>() || (*opaque(page)).page_id != PAGE_ID {
-            error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "lsh index page has an unexpected special area");
+        if pg_sys::PageGetSpecialSize(page) as usize != size_of::<Opaque>()
+            || (*opaque(page)).page_id != PAGE_ID
+        {
+            error(
+                PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                "lsh index page has an unexpected special area",
+            );
         }
         (*opaque(page)).kind
     }
@@ -118,12 +123,18 @@ pub unsafe fn read_meta(page: pg_sys::Page) -> Meta {
     // SAFETY: guaranteed by the caller; the contents area holds a `Meta` written by `write_meta`.
     let meta = unsafe { std::ptr::read_unaligned(pg_sys::PageGetContents(page) as *const Meta) };
     if meta.magic != MAGIC {
-        error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "lsh index meta page has a bad magic number");
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            "lsh index meta page has a bad magic number",
+        );
     }
     if meta.version != VERSION {
         error(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("lsh index format version {} is not supported (expected {VERSION}): REINDEX it", meta.version),
+            format!(
+                "lsh index format version {} is not supported (expected {VERSION}): REINDEX it",
+                meta.version
+            ),
         );
     }
     meta
@@ -220,7 +231,13 @@ pub unsafe fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<pg_sys::Offse
         if pg_sys::PageGetFreeSpace(page) < bytes.len() {
             return None;
         }
-        pg_sys::PageAddItemExtended(page, bytes.as_ptr() as pg_sys::Item, bytes.len(), pg_sys::InvalidOffsetNumber, 0)
+        pg_sys::PageAddItemExtended(
+            page,
+            bytes.as_ptr() as pg_sys::Item,
+            bytes.len(),
+            pg_sys::InvalidOffsetNumber,
+            0,
+        )
     };
     (off != pg_sys::InvalidOffsetNumber).then_some(off)
 }
@@ -277,7 +294,11 @@ impl<'a> VectorItem<'a> {
     /// Decodes the values into `out`.
     pub fn values_into(&self, out: &mut Vec<f32>) {
         out.clear();
-        out.extend(self.values.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        out.extend(
+            self.values
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
 }
 
@@ -316,7 +337,10 @@ impl<'a> BucketEntry<'a> {
     pub fn parse(b: &'a [u8]) -> BucketEntry<'a> {
         BucketEntry {
             code: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            vector: VectorRef::new(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), u16::from_le_bytes([b[8], b[9]])),
+            vector: VectorRef::new(
+                u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                u16::from_le_bytes([b[8], b[9]]),
+            ),
             sketch: &b[BUCKET_HEADER..],
         }
     }
@@ -339,7 +363,8 @@ impl<'a> BucketEntry<'a> {
             .chunks_exact(8)
             .zip(q)
             .map(|(c, w)| {
-                (u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ w).count_ones()
+                (u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ w)
+                    .count_ones()
             })
             .sum()
     }
@@ -352,7 +377,10 @@ pub fn tid_parts(t: &pg_sys::ItemPointerData) -> (u32, u16) {
 
 pub fn make_tid(block: u32, offset: u16) -> pg_sys::ItemPointerData {
     pg_sys::ItemPointerData {
-        ip_blkid: pg_sys::BlockIdData { bi_hi: (block >> 16) as u16, bi_lo: (block & 0xFFFF) as u16 },
+        ip_blkid: pg_sys::BlockIdData {
+            bi_hi: (block >> 16) as u16,
+            bi_lo: (block & 0xFFFF) as u16,
+        },
         ip_posid: offset,
     }
 }

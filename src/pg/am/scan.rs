@@ -58,12 +58,17 @@ impl ScanState {
 
 /// `ambeginscan`
 #[pg_guard]
-pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
+pub unsafe extern "C-unwind" fn ambeginscan(
+    index: pg_sys::Relation,
+    nkeys: i32,
+    norderbys: i32,
+) -> pg_sys::IndexScanDesc {
     // SAFETY: standard scan descriptor setup; the order-by value arrays are ours to allocate.
     unsafe {
         let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
         let n = norderbys.max(1) as usize;
-        (*scan).xs_orderbyvals = pg_sys::palloc0(size_of::<pg_sys::Datum>() * n) as *mut pg_sys::Datum;
+        (*scan).xs_orderbyvals =
+            pg_sys::palloc0(size_of::<pg_sys::Datum>() * n) as *mut pg_sys::Datum;
         (*scan).xs_orderbynulls = pg_sys::palloc(n) as *mut bool;
         std::ptr::write_bytes((*scan).xs_orderbynulls, 1, n);
         (*scan).opaque = Box::into_raw(Box::new(ScanState::new())) as *mut std::ffi::c_void;
@@ -133,10 +138,12 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     if q.dims() != shape.dims() {
         shape::dims_mismatch(shape.dims(), q.dims());
     }
-    let qh = shape
-        .model
-        .query(q.values())
-        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("cannot hash query: {e}")));
+    let qh = shape.model.query(q.values()).unwrap_or_else(|e| {
+        error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("cannot hash query: {e}"),
+        )
+    });
     st.query = q.values().to_vec();
     st.sketch = qh.sketch.clone();
     st.probes = Some(qh.probes());
@@ -170,7 +177,10 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
         }
         let head = shape.head(pr.table as usize, pr.code);
         let sketch = &st.sketch;
-        let entries = st.chains.entry(head).or_insert_with(|| read_chain(index, head, sketch));
+        let entries = st
+            .chains
+            .entry(head)
+            .or_insert_with(|| read_chain(index, head, sketch));
         for &(code, v, ham) in entries.iter() {
             if code == pr.code && st.seen.insert(v) {
                 st.pending.push((ham, v));
@@ -182,7 +192,11 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
 }
 
 /// All entries of a superbucket chain, with their Hamming distance to the query sketch.
-fn read_chain(index: pg_sys::Relation, head: pg_sys::BlockNumber, q: &[u64]) -> Vec<(u32, VectorRef, u32)> {
+fn read_chain(
+    index: pg_sys::Relation,
+    head: pg_sys::BlockNumber,
+    q: &[u64],
+) -> Vec<(u32, VectorRef, u32)> {
     let mut out = Vec::new();
     let mut blk = head;
     while blk != page::INVALID_BLOCK {
@@ -192,7 +206,10 @@ fn read_chain(index: pg_sys::Relation, head: pg_sys::BlockNumber, q: &[u64]) -> 
         unsafe {
             if page::kind(p) != page::KIND_BUCKET {
                 release(buf);
-                error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("lsh index: block {blk} in a bucket chain is not a bucket page"));
+                error(
+                    PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                    format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
+                );
             }
             for off in 1..=page::max_offset(p) {
                 if let Some(b) = page::item(p, off) {
@@ -225,11 +242,16 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
             continue;
         }
         if !st.pending_sorted {
-            st.pending.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+            st.pending
+                .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
             st.pending_sorted = true;
         }
         let take = rerank.min(st.pending.len());
-        let mut chosen: Vec<VectorRef> = st.pending.drain(st.pending.len() - take..).map(|(_, v)| v).collect();
+        let mut chosen: Vec<VectorRef> = st
+            .pending
+            .drain(st.pending.len() - take..)
+            .map(|(_, v)| v)
+            .collect();
         chosen.sort_unstable();
         for v in chosen {
             if let Some((tid, false)) = shape::read_vector(index, v, &mut values) {
@@ -247,7 +269,10 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
 
 /// `amgettuple`
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
+pub unsafe extern "C-unwind" fn amgettuple(
+    scan: pg_sys::IndexScanDesc,
+    _dir: pg_sys::ScanDirection::Type,
+) -> bool {
     // SAFETY: `scan` is a live scan made by ambeginscan; opaque holds our ScanState.
     unsafe {
         let st = &mut *((*scan).opaque as *mut ScanState);
@@ -256,7 +281,8 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
             start(scan, st);
             if !st.done {
                 let shape = st.shape.clone().expect("scan started");
-                let probes = gucs::LSH_PROBES.get().max(1) as usize * shape.params().tables as usize;
+                let probes =
+                    gucs::LSH_PROBES.get().max(1) as usize * shape.params().tables as usize;
                 let max_candidates = gucs::LSH_MAX_CANDIDATES.get().max(1) as usize;
                 probe((*scan).indexRelation, st, probes, max_candidates);
             }

@@ -12,7 +12,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Reads block `blk` of the main fork and locks it (`exclusive` or share).
-pub fn read_locked(index: pg_sys::Relation, blk: pg_sys::BlockNumber, exclusive: bool) -> pg_sys::Buffer {
+pub fn read_locked(
+    index: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    exclusive: bool,
+) -> pg_sys::Buffer {
     read_locked_with(index, blk, exclusive, std::ptr::null_mut())
 }
 
@@ -26,8 +30,18 @@ pub fn read_locked_with(
     // SAFETY: `index` is open and locked by the caller's executor/command; ReadBufferExtended raises an
     // ERROR for a block beyond the end, so the buffer is valid when it returns.
     unsafe {
-        let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, strategy);
-        let mode = if exclusive { pg_sys::BUFFER_LOCK_EXCLUSIVE } else { pg_sys::BUFFER_LOCK_SHARE };
+        let buf = pg_sys::ReadBufferExtended(
+            index,
+            pg_sys::ForkNumber::MAIN_FORKNUM,
+            blk,
+            pg_sys::ReadBufferMode::RBM_NORMAL,
+            strategy,
+        );
+        let mode = if exclusive {
+            pg_sys::BUFFER_LOCK_EXCLUSIVE
+        } else {
+            pg_sys::BUFFER_LOCK_SHARE
+        };
         pg_sys::LockBuffer(buf, mode as i32);
         buf
     }
@@ -57,8 +71,13 @@ pub fn new_buffer(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> pg
     // SAFETY: extension is serialised by the relation extension lock, as PostgreSQL's own AMs do.
     unsafe {
         pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-        let buf = pg_sys::ReadBufferExtended(index, fork, pg_sys::InvalidBlockNumber, // P_NEW
-            pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        let buf = pg_sys::ReadBufferExtended(
+            index,
+            fork,
+            pg_sys::InvalidBlockNumber, // P_NEW
+            pg_sys::ReadBufferMode::RBM_NORMAL,
+            std::ptr::null_mut(),
+        );
         pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
         pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
         buf
@@ -121,11 +140,19 @@ pub fn load(index: pg_sys::Relation) -> Option<Rc<Shape>> {
     if let Some(s) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
         return Some(s);
     }
-    let params = LshParams::from_bytes(&meta.params)
-        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("lsh index parameters are invalid: {e}")));
+    let params = LshParams::from_bytes(&meta.params).unwrap_or_else(|e| {
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            format!("lsh index parameters are invalid: {e}"),
+        )
+    });
     let mean = read_f32_run(index, meta.mean_start, meta.dims as usize);
-    let model = LshModel::new(params, mean)
-        .unwrap_or_else(|e| error(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("lsh index model is invalid: {e}")));
+    let model = LshModel::new(params, mean).unwrap_or_else(|e| {
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            format!("lsh index model is invalid: {e}"),
+        )
+    });
     let n_heads = (params.tables as usize) << meta.dir_bits;
     let heads = read_u32_run(index, meta.dir_start, n_heads);
     let shape = Rc::new(Shape { meta, model, heads });
@@ -146,7 +173,11 @@ fn read_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Ve
         // SAFETY: the page is share-locked while its contents are copied.
         let raw = unsafe { page::raw(page_of(buf)) };
         let take = (n - out.len()).min(page::F32_PER_PAGE);
-        out.extend(raw[..take * 4].chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]));
+        out.extend(
+            raw[..take * 4]
+                .chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]]),
+        );
         release(buf);
         blk += 1;
     }
@@ -154,11 +185,17 @@ fn read_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Ve
 }
 
 pub fn read_f32_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Vec<f32> {
-    read_run(index, start, n).into_iter().map(f32::from_le_bytes).collect()
+    read_run(index, start, n)
+        .into_iter()
+        .map(f32::from_le_bytes)
+        .collect()
 }
 
 pub fn read_u32_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Vec<u32> {
-    read_run(index, start, n).into_iter().map(u32::from_le_bytes).collect()
+    read_run(index, start, n)
+        .into_iter()
+        .map(u32::from_le_bytes)
+        .collect()
 }
 
 /// Reads the vector item at `v`: `Some((heap tid, deleted))` and the values into `out`, or None if the
@@ -172,7 +209,8 @@ pub fn read_vector(
     let p = page_of(buf);
     // SAFETY: the page is share-locked while the item is decoded.
     let res = unsafe {
-        if page::kind(p) != page::KIND_VECTOR || v.offset() == 0 || v.offset() > page::max_offset(p) {
+        if page::kind(p) != page::KIND_VECTOR || v.offset() == 0 || v.offset() > page::max_offset(p)
+        {
             None
         } else {
             page::item(p, v.offset()).map(|b| {
@@ -191,7 +229,9 @@ pub fn dims_mismatch(index_dims: usize, got: usize) -> ! {
     crate::pg::fmgr::raise(
         PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
         format!("different embedding dimensions {index_dims} and {got}"),
-        Some(format!("The lsh index holds {index_dims}-dimensional embeddings.")),
+        Some(format!(
+            "The lsh index holds {index_dims}-dimensional embeddings."
+        )),
         None,
     )
 }

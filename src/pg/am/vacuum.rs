@@ -12,7 +12,10 @@ use std::collections::HashSet;
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
     if stats.is_null() {
         // SAFETY: palloc0 of a plain struct in the vacuum's memory context.
-        unsafe { pg_sys::palloc0(size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult }
+        unsafe {
+            pg_sys::palloc0(size_of::<pg_sys::IndexBulkDeleteResult>())
+                as *mut pg_sys::IndexBulkDeleteResult
+        }
     } else {
         stats
     }

@@ -23,7 +23,11 @@ impl PageWrite {
     /// Registers `buf` (pinned and exclusively locked by the caller) and returns the page to modify.
     /// `fresh` says the page is being initialised from scratch (logged as a full image).
     pub fn page(&mut self, buf: pg_sys::Buffer, fresh: bool) -> pg_sys::Page {
-        let flags = if fresh { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        let flags = if fresh {
+            pg_sys::GENERIC_XLOG_FULL_IMAGE as i32
+        } else {
+            0
+        };
         // SAFETY: the state is live (not yet finished or aborted) and the buffer is locked by the caller.
         unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf, flags) }
     }

@@ -20,7 +20,10 @@ fn read_npy_f32(path: &PathBuf) -> (usize, usize, Vec<f32>) {
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
     let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(header.contains("'<f4'") && header.contains("'fortran_order': False"), "{header}");
+    assert!(
+        header.contains("'<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
     let shape = &header[header.find("'shape': (").unwrap() + 10..];
     let dims: Vec<usize> = shape[..shape.find(')').unwrap()]
         .split(',')
@@ -52,8 +55,14 @@ fn main() {
     }
     let reference = reference.expect("--reference REF.npy");
     let side: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reference.with_extension("json")).unwrap()).unwrap();
-    let files: Vec<String> = side["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+        serde_json::from_str(&std::fs::read_to_string(reference.with_extension("json")).unwrap())
+            .unwrap();
+    let files: Vec<String> = side["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
     let images = images.unwrap_or_else(|| PathBuf::from(side["images_root"].as_str().unwrap()));
     let model = model.unwrap_or_else(|| side["model"].as_str().unwrap().to_string());
     let (n, d, data) = read_npy_f32(&reference);
@@ -62,17 +71,25 @@ fn main() {
     let lib = std::env::var_os("IMGSIM_ORT_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.32.0"));
-    let model_dir = std::env::var_os("IMGSIM_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/models"));
+    let model_dir = std::env::var_os("IMGSIM_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache/models"));
     let mut cfg = EmbedderConfig::new(lib, model_dir);
     cfg.provider = Provider::Cpu;
     cfg.jpeg_dct_scaling = dct;
     let e = Embedder::load(&cfg, &model).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(e.dims(), d);
-    let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(images.join(f)).unwrap()).collect();
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(images.join(f)).unwrap())
+        .collect();
     let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let got = e.embed_batch(&refs).unwrap_or_else(|e| panic!("{e}"));
-    let mut cos: Vec<(f64, &str)> =
-        got.iter().enumerate().map(|(i, g)| (cosine(g, &data[i * d..(i + 1) * d]), files[i].as_str())).collect();
+    let mut cos: Vec<(f64, &str)> = got
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (cosine(g, &data[i * d..(i + 1) * d]), files[i].as_str()))
+        .collect();
     cos.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mean = cos.iter().map(|c| c.0).sum::<f64>() / n as f64;
     let under = cos.iter().filter(|c| c.0 < 0.995).count();
