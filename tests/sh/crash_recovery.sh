@@ -11,6 +11,8 @@
 #   round 3: SIGKILL of the whole cluster while CREATE INDEX writes a bigger index (stopped half-way at
 #            an advisory lock, then killed in its hashing/writing phase): it restarts cleanly, the index
 #            is gone with its transaction, the table is intact and the index builds again.
+#   round 4: SIGKILL in the middle of VACUUM's pass over the index: scans still find the live rows, and
+#            the next VACUUM finishes the job (lsh_index_check clean, index holds exactly the live rows).
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -242,6 +244,40 @@ else
   fail "crash round 3: CREATE INDEX after the crashes failed"
 fi
 expect_eq "crash round 3: index of t still clean" "$(cq p -c "SELECT count(*) FROM lsh_index_check('idx')" 2>/dev/null)" 0
+
+# Round 4: crash in the middle of VACUUM's pass over the lsh index (vacuum_cost_delay slows it down so
+# the kill lands while some vector items are marked deleted and their bucket entries still exist).
+cq p -c "DELETE FROM t WHERE id % 3 = 0" -c CHECKPOINT >/dev/null || fail "crash round 4: delete"
+"$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+  -c "SET vacuum_cost_delay = '20ms'" -c "SET vacuum_cost_limit = 1" -c "VACUUM t" >"$work/vacuum.out" 2>&1 &
+vphase=
+for i in $(seq 1 1200); do
+  vphase=$(cq p -c "SELECT phase FROM pg_stat_progress_vacuum" 2>/dev/null)
+  [ "$vphase" = "vacuuming indexes" ] && break
+  [ -z "$(jobs -rp)" ] && break
+  sleep 0.1
+done
+expect_eq "crash round 4: VACUUM reached its index phase" "$vphase" "vacuuming indexes"
+sleep 2
+echo "round 4: SIGKILL during VACUUM, phase [$(cq p -c "SELECT phase FROM pg_stat_progress_vacuum" 2>/dev/null)]"
+cluster_crash p || fail "crash round 4: could not kill the cluster"
+wait_clients
+if cluster_start p; then
+  pass "crash round 4: server restarts after SIGKILL during VACUUM"
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('idx')" 2>&1)
+  expect_eq "crash round 4: lsh_index_check clean right after recovery" "$(lines "$problems")" ""
+  n=$(cq p -c "SELECT count(*) FROM t")
+  bad=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.probes = 1" \
+    -c "SELECT id FROM t WHERE id % (1 + $n / 200) = 0 AND id <> (SELECT t2.id FROM t t2 ORDER BY t2.v <-> t.v LIMIT 1)" 2>&1)
+  expect_eq "crash round 4: sampled rows are their own nearest neighbours after the interrupted VACUUM" "$(lines "$bad")" ""
+  problems=$(cq p -c "VACUUM t" -c "SELECT * FROM lsh_index_check('idx')" 2>&1)
+  expect_eq "crash round 4: lsh_index_check clean after a new VACUUM" "$(lines "$problems")" ""
+  expect_eq "crash round 4: index holds exactly the live rows" \
+    "$(cq p -c "SELECT count(*) FROM lsh_index_check('idx')" 2>&1 | grep -oE '[0-9]+ live vectors, [0-9]+ live heap rows')" \
+    "$n live vectors, $n live heap rows"
+else
+  fail "crash round 4: server does not restart: $(tail -5 "$(cluster_log p)")"
+fi
 
 panics=$(grep -E 'PANIC|TRAP:|was terminated by signal (6|11)' "$(cluster_log p)" | head -5)
 expect_eq "crash: no PANIC/assertion/segfault in the server log" "$panics" ""

@@ -172,7 +172,7 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
         };
         done += 1;
         st.probes_done += 1;
-        if st.probes_done % 64 == 0 {
+        if st.probes_done.is_multiple_of(64) {
             pg_sys::check_for_interrupts!();
         }
         let head = shape.head(pr.table as usize, pr.code);
