@@ -48,7 +48,7 @@ step "cargo pgrx test pg$PG_MAJOR" cargo pgrx test "pg$PG_MAJOR" --runas postgre
 step "cargo pgrx install --release" cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "SQL regression (pg_regress)" bash tests/pg_regress/run.sh
 for t in tests/sh/*.sh; do
-  [ -e "$t" ] || continue
+  case $(basename "$t") in lib.sh|cluster.sh) continue ;; esac  # helpers sourced by the tests
   step "shell test $(basename "$t" .sh)" bash "$t"
 done
 
