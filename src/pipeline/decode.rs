@@ -58,9 +58,6 @@ pub fn decode_rgb(bytes: &[u8], limits: &Limits, min_short_side: Option<u32>) ->
     // Decoders parse untrusted data: turn a decoder panic into an error rather than unwinding
     // through the caller.
     let result = catch_unwind(AssertUnwindSafe(|| match format {
-        ImageFormat::Jpeg if std::env::var_os("IMGSIM_ZUNE").is_some() => {
-            decode_with_image(bytes, format, limits)
-        }
         ImageFormat::Jpeg => decode_jpeg(bytes, limits, min_short_side),
         ImageFormat::Png
         | ImageFormat::WebP

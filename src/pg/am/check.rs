@@ -1,21 +1,22 @@
 //! `lsh_index_check(regclass)`: verifies a whole index and returns one row per problem (none when clean):
 //! page kinds and chains; every live vector's codes and sketch recomputed from the regenerated planes and
 //! found exactly once in the right bucket of every table; no bucket entry pointing at a missing vector;
-//! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does).
+//! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does,
+//! like amcheck's heapallindexed: heap -> index).
 
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, page_of, read_locked, release};
 use crate::pg::types::embedding::EmbeddingRef;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 struct HeapCheck {
-    /// heap tid -> (vector address, values) of live vectors
+    /// heap tid -> (vector address, values) of vectors not flagged deleted
     by_tid: HashMap<(u32, u16), (VectorRef, Vec<f32>)>,
-    seen: HashMap<(u32, u16), u32>,
+    /// heap tids of live rows (non-null key) the heap scan saw
+    alive: HashSet<(u32, u16)>,
     problems: Vec<String>,
-    heap_rows: u64,
 }
 
 #[pg_guard]
@@ -31,20 +32,13 @@ unsafe extern "C-unwind" fn heap_callback(
     unsafe {
         let st = &mut *(state as *mut HeapCheck);
         let key = page::tid_parts(&*tid);
-        if *isnull {
+        if *isnull || !alive {
             return;
         }
-        *st.seen.entry(key).or_default() += 1;
-        if !alive {
-            return;
-        }
-        st.heap_rows += 1;
+        st.alive.insert(key);
         let e = EmbeddingRef::from_datum(*values);
         match st.by_tid.get(&key) {
-            None => st.problems.push(format!(
-                "live heap row ({},{}) is missing from the index",
-                key.0, key.1
-            )),
+            None => st.problems.push(format!("live heap row ({},{}) is missing from the index", key.0, key.1)),
             Some((v, stored)) if stored.as_slice() != e.values() => st.problems.push(format!(
                 "vector at index block {} offset {} differs from heap row ({},{})",
                 v.block(),
@@ -63,31 +57,32 @@ fn lsh_index_check(index: pg_sys::Oid) -> TableIterator<'static, (name!(problem,
     TableIterator::new(problems.into_iter().map(|p| (p,)))
 }
 
+/// Checks an index. States that are legitimate until the next VACUUM are accepted: vectors and entries of
+/// dead (or aborted) rows, entries pointing at vectors VACUUM already flagged deleted, and all-zero pages
+/// left by a crash between extending the file and writing the page.
 fn check(oid: pg_sys::Oid) -> Vec<String> {
     let mut problems = Vec::new();
     // SAFETY: opening the index and its table with AccessShareLock, closed before returning.
     let (index, heap) = unsafe {
         let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let heap = pg_sys::table_open(
-            (*(*index).rd_index).indrelid,
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        );
+        let heap = pg_sys::table_open((*(*index).rd_index).indrelid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         (index, heap)
     };
     // SAFETY: reading the relcache entry of the open index.
-    let amname = unsafe { pgrx::name_data_to_str(&(*(*index).rd_rel).relname).to_string() };
+    let name = unsafe { pgrx::name_data_to_str(&(*(*index).rd_rel).relname).to_string() };
     let meta = shape::read_meta(index);
     let nblocks = shape::nblocks(index);
 
-    // Vectors and their counts per table.
+    // 1. Vector pages.
     let mut vectors: HashMap<VectorRef, (pg_sys::ItemPointerData, Vec<f32>)> = HashMap::new();
+    let mut deleted: HashSet<VectorRef> = HashSet::new();
     for blk in 1..nblocks {
         let buf = read_locked(index, blk, false);
         let p = page_of(buf);
         // SAFETY: the page is share-locked while read.
         unsafe {
             let kind = page::kind(p);
-            if !(page::KIND_MEAN..=page::KIND_VECTOR).contains(&kind) {
+            if kind != 0 && !(page::KIND_MEAN..=page::KIND_VECTOR).contains(&kind) {
                 problems.push(format!("block {blk} has unknown page kind {kind}"));
             }
             if kind == page::KIND_VECTOR {
@@ -95,12 +90,17 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                     if let Some(b) = page::item(p, off) {
                         let it = VectorItem::parse(b);
                         if it.deleted() {
+                            deleted.insert(VectorRef::new(blk, off));
                             continue;
                         }
                         let mut vals = Vec::new();
                         it.values_into(&mut vals);
                         if vals.len() != meta.dims as usize {
-                            problems.push(format!("vector at block {blk} offset {off} has {} dimensions, index has {}", vals.len(), meta.dims));
+                            problems.push(format!(
+                                "vector at block {blk} offset {off} has {} dimensions, index has {}",
+                                vals.len(),
+                                meta.dims
+                            ));
                         }
                         vectors.insert(VectorRef::new(blk, off), (it.heap_tid(), vals));
                     }
@@ -110,10 +110,26 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
         release(buf);
     }
 
+    // 2. Heap: every live row present once, with the same values.
+    let mut hc = HeapCheck { by_tid: HashMap::new(), alive: HashSet::new(), problems: Vec::new() };
+    for (v, (tid, vals)) in &vectors {
+        let key = page::tid_parts(tid);
+        if hc.by_tid.insert(key, (*v, vals.clone())).is_some() {
+            problems.push(format!("heap row ({},{}) is in the index more than once", key.0, key.1));
+        }
+    }
+    // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback.
+    unsafe {
+        let info = pg_sys::BuildIndexInfo(index);
+        pg_sys::table_index_build_scan(heap, index, info, true, false, Some(heap_callback), &mut hc as *mut HeapCheck as *mut _, std::ptr::null_mut());
+    }
+    problems.append(&mut hc.problems);
+
+    // 3. Bucket chains: every entry in the right superbucket with the right code and sketch; every vector
+    //    of a live row exactly once per table (at most once for dead rows, which VACUUM will remove).
     if let Some(shape) = shape::load(index) {
         let tables = shape.params().tables as usize;
         let shift = shape.params().bits - shape.meta.dir_bits;
-        // (vector, table) -> (times found, code, sketch matched)
         let mut found: HashMap<(VectorRef, usize), u32> = HashMap::new();
         let mut expected: HashMap<VectorRef, imgsim_algo::lsh::RowHash> = HashMap::new();
         for (v, (_, vals)) in &vectors {
@@ -128,9 +144,7 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                 while blk != page::INVALID_BLOCK {
                     hops += 1;
                     if hops > nblocks {
-                        problems.push(format!(
-                            "bucket chain of table {t} superbucket {sb} has a cycle"
-                        ));
+                        problems.push(format!("bucket chain of table {t} superbucket {sb} has a cycle"));
                         break;
                     }
                     let buf = read_locked(index, blk, false);
@@ -138,31 +152,25 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                     // SAFETY: share-locked page.
                     unsafe {
                         if page::kind(p) != page::KIND_BUCKET {
-                            problems.push(format!(
-                                "block {blk} in the chain of table {t} is not a bucket page"
-                            ));
+                            problems.push(format!("block {blk} in the chain of table {t} is not a bucket page"));
                             release(buf);
                             break;
                         }
                         for off in 1..=page::max_offset(p) {
-                            let Some(b) = page::item(p, off) else {
-                                continue;
-                            };
+                            let Some(b) = page::item(p, off) else { continue };
                             let e = BucketEntry::parse(b);
                             if (e.code >> shift) as usize != sb {
-                                problems.push(format!(
-                                    "entry at block {blk} offset {off} is in the wrong superbucket"
-                                ));
+                                problems.push(format!("entry at block {blk} offset {off} is in the wrong superbucket"));
                             }
                             match expected.get(&e.vector) {
+                                None if deleted.contains(&e.vector) => {}
                                 None => problems.push(format!(
                                     "entry at block {blk} offset {off} points at a missing vector ({},{})",
                                     e.vector.block(),
                                     e.vector.offset()
                                 )),
                                 Some(h) => {
-                                    let sketch_ok = e.hamming(&h.sketch) == 0;
-                                    if h.codes[t] != e.code || !sketch_ok {
+                                    if h.codes[t] != e.code || e.hamming(&h.sketch) != 0 {
                                         problems.push(format!("entry at block {blk} offset {off} does not match the planes (table {t})"));
                                     }
                                     *found.entry((e.vector, t)).or_default() += 1;
@@ -175,15 +183,12 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                 }
             }
         }
-        for v in vectors.keys() {
+        for (v, (tid, _)) in &vectors {
+            let live = hc.alive.contains(&page::tid_parts(tid));
             for t in 0..tables {
                 let n = found.get(&(*v, t)).copied().unwrap_or(0);
-                if n != 1 {
-                    problems.push(format!(
-                        "vector ({},{}) is in table {t} {n} times (expected once)",
-                        v.block(),
-                        v.offset()
-                    ));
+                if n > 1 || (live && n != 1) {
+                    problems.push(format!("vector ({},{}) is in table {t} {n} times (expected once)", v.block(), v.offset()));
                 }
             }
         }
@@ -191,55 +196,12 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
         problems.push("index holds vectors but its meta page says it was never set up".into());
     }
 
-    // Heap side.
-    let mut hc = HeapCheck {
-        by_tid: HashMap::new(),
-        seen: HashMap::new(),
-        problems: Vec::new(),
-        heap_rows: 0,
-    };
-    let mut dup = Vec::new();
-    for (v, (tid, vals)) in vectors {
-        if hc.by_tid.insert(page::tid_parts(&tid), (v, vals)).is_some() {
-            dup.push(format!(
-                "heap row ({},{}) is in the index more than once",
-                page::tid_parts(&tid).0,
-                page::tid_parts(&tid).1
-            ));
-        }
-    }
-    problems.extend(dup);
-    // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback.
-    unsafe {
-        let info = pg_sys::BuildIndexInfo(index);
-        pg_sys::table_index_build_scan(
-            heap,
-            index,
-            info,
-            true,
-            false,
-            Some(heap_callback),
-            &mut hc as *mut HeapCheck as *mut _,
-            std::ptr::null_mut(),
-        );
-    }
-    for (k, (v, _)) in &hc.by_tid {
-        if !hc.seen.contains_key(k) {
-            problems.push(format!(
-                "index vector ({},{}) points at heap row ({},{}) that does not exist",
-                v.block(),
-                v.offset(),
-                k.0,
-                k.1
-            ));
-        }
-    }
-    problems.extend(hc.problems);
     pgrx::notice!(
-        "lsh index {amname}: {} blocks, {} live vectors, {} live heap rows, {} problems",
+        "lsh index {name}: {} blocks, {} vectors ({} flagged deleted), {} live heap rows, {} problems",
         nblocks,
-        hc.by_tid.len(),
-        hc.heap_rows,
+        vectors.len(),
+        deleted.len(),
+        hc.alive.len(),
         problems.len()
     );
     // SAFETY: closing what was opened above.

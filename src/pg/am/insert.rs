@@ -111,10 +111,12 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
         let buf = read_locked(index, blk, true);
         let p = page_of(buf);
         // SAFETY: the page is exclusively locked.
-        let (is_vector, free) =
-            unsafe { (page::kind(p) == page::KIND_VECTOR, page::free_space(p)) };
-        if is_vector && free >= item.len() {
-            let off = add_logged(index, buf, item, false);
+        let (kind, free) = unsafe { (page::kind(p), page::free_space(p)) };
+        let is_vector = kind == page::KIND_VECTOR;
+        // kind 0: an all-zero page left by a crash between extending the file and writing it; VACUUM
+        // offers it through the free space map and it becomes a vector page here.
+        if (is_vector && free >= item.len()) || kind == 0 {
+            let off = add_logged(index, buf, item, kind == 0);
             record_free(index, buf);
             release(buf);
             TARGET.with(|t| t.borrow_mut().insert(oid, blk));

@@ -50,7 +50,10 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         let mut offs = Vec::new();
         // SAFETY: the page is exclusively locked while its items are examined.
         unsafe {
-            if page::kind(p) == page::KIND_VECTOR {
+            if pg_sys::PageIsNew(p) {
+                // All zeros (a crash right after the file was extended): offer it to inserts.
+                pg_sys::RecordPageWithFreeSpace(index, blk, pg_sys::BLCKSZ as usize / 2);
+            } else if page::kind(p) == page::KIND_VECTOR {
                 for off in 1..=page::max_offset(p) {
                     if let Some(b) = page::item(p, off) {
                         let item = VectorItem::parse(b);

@@ -216,6 +216,11 @@ fn jpeg_dct_scaling_keeps_the_needed_resolution() {
     )
     .unwrap();
     assert_eq!(portrait.dimensions(), (384, 512));
+    let pre_min = Preprocessor::new(&spec("center", "rgb")).min_decode_short_side();
+    assert_eq!(pre_min, 3 * 256);
+    // farm_cat's 768-px short side is not enough for that margin: decoded at full size.
+    let full2 = decode_rgb(&bytes, &Limits::default(), Some(pre_min)).unwrap();
+    assert_eq!(full2.dimensions(), (1024, 768));
     // Small images are never scaled.
     let small = decode_rgb(&fixture("parity/coffee.jpg"), &Limits::default(), Some(256)).unwrap();
     assert_eq!(small.dimensions(), (600, 400));
