@@ -26,7 +26,7 @@ INSERT INTO imgs (cls, stem, variant, img)
 SQL
 start=$(date +%s.%N)
 q -c "CALL img_embed_fill('imgs', 'img', 'emb', NULL, 32)" >/dev/null 2>&1
-secs=$(echo "$(date +%s.%N) - $start" | bc)
+secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 n=$(q -c "SELECT count(emb) FROM imgs")
 echo "embedded $n photos in ${secs}s with img_embed_fill"
 expect_eq "all photos embedded" "$n" "$(q -c "SELECT count(*) FROM imgs")"
@@ -55,7 +55,7 @@ for opc in "embedding_cosine_ops <=>" "embedding_l2_ops <->"; do
   expect_eq "lsh_index_check clean ($1)" "$(q -c "SELECT count(*) FROM lsh_index_check('imgs_emb')" 2>/dev/null)" "0"
 done
 top1=$(psql -qXAt -d postgres -c "SET enable_seqscan = off" -c "
-  SELECT round(avg((SELECT o.stem FROM imgs o WHERE o.variant = 'orig' ORDER BY o.emb <-> v.emb LIMIT 1) = v.stem)::int, 3)
+  SELECT round(avg(((SELECT o.stem FROM imgs o WHERE o.variant = 'orig' ORDER BY o.emb <-> v.emb LIMIT 1) = v.stem)::int), 3)
   FROM imgs v WHERE v.variant <> 'orig'")
 echo "near-duplicate top-1 (variant finds its original among originals, through the index): $top1"
 expect_eq "near-duplicate top-1 >= 0.95" "$(q -c "SELECT $top1 >= 0.95")" "t"
