@@ -5,7 +5,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// `lsh.probes`: buckets visited per hash table before candidates are ranked (first batch).
 pub static LSH_PROBES: GucSetting<i32> = GucSetting::<i32>::new(24);
 /// `lsh.max_candidates`: stop probing once this many distinct rows were collected (first batch).
-pub static LSH_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(3000);
+pub static LSH_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(8000);
 /// `lsh.rerank`: candidates (best by sketch distance) whose exact distance is computed per batch.
 pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(500);
 
