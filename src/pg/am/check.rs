@@ -38,7 +38,10 @@ unsafe extern "C-unwind" fn heap_callback(
         st.alive.insert(key);
         let e = EmbeddingRef::from_datum(*values);
         match st.by_tid.get(&key) {
-            None => st.problems.push(format!("live heap row ({},{}) is missing from the index", key.0, key.1)),
+            None => st.problems.push(format!(
+                "live heap row ({},{}) is missing from the index",
+                key.0, key.1
+            )),
             Some((v, stored)) if stored.as_slice() != e.values() => st.problems.push(format!(
                 "vector at index block {} offset {} differs from heap row ({},{})",
                 v.block(),
@@ -65,7 +68,10 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
     // SAFETY: opening the index and its table with AccessShareLock, closed before returning.
     let (index, heap) = unsafe {
         let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let heap = pg_sys::table_open((*(*index).rd_index).indrelid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let heap = pg_sys::table_open(
+            (*(*index).rd_index).indrelid,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
         (index, heap)
     };
     // SAFETY: reading the relcache entry of the open index.
@@ -111,17 +117,33 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
     }
 
     // 2. Heap: every live row present once, with the same values.
-    let mut hc = HeapCheck { by_tid: HashMap::new(), alive: HashSet::new(), problems: Vec::new() };
+    let mut hc = HeapCheck {
+        by_tid: HashMap::new(),
+        alive: HashSet::new(),
+        problems: Vec::new(),
+    };
     for (v, (tid, vals)) in &vectors {
         let key = page::tid_parts(tid);
         if hc.by_tid.insert(key, (*v, vals.clone())).is_some() {
-            problems.push(format!("heap row ({},{}) is in the index more than once", key.0, key.1));
+            problems.push(format!(
+                "heap row ({},{}) is in the index more than once",
+                key.0, key.1
+            ));
         }
     }
     // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback.
     unsafe {
         let info = pg_sys::BuildIndexInfo(index);
-        pg_sys::table_index_build_scan(heap, index, info, true, false, Some(heap_callback), &mut hc as *mut HeapCheck as *mut _, std::ptr::null_mut());
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            info,
+            true,
+            false,
+            Some(heap_callback),
+            &mut hc as *mut HeapCheck as *mut _,
+            std::ptr::null_mut(),
+        );
     }
     problems.append(&mut hc.problems);
 
@@ -144,7 +166,9 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                 while blk != page::INVALID_BLOCK {
                     hops += 1;
                     if hops > nblocks {
-                        problems.push(format!("bucket chain of table {t} superbucket {sb} has a cycle"));
+                        problems.push(format!(
+                            "bucket chain of table {t} superbucket {sb} has a cycle"
+                        ));
                         break;
                     }
                     let buf = read_locked(index, blk, false);
@@ -152,15 +176,21 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                     // SAFETY: share-locked page.
                     unsafe {
                         if page::kind(p) != page::KIND_BUCKET {
-                            problems.push(format!("block {blk} in the chain of table {t} is not a bucket page"));
+                            problems.push(format!(
+                                "block {blk} in the chain of table {t} is not a bucket page"
+                            ));
                             release(buf);
                             break;
                         }
                         for off in 1..=page::max_offset(p) {
-                            let Some(b) = page::item(p, off) else { continue };
+                            let Some(b) = page::item(p, off) else {
+                                continue;
+                            };
                             let e = BucketEntry::parse(b);
                             if (e.code >> shift) as usize != sb {
-                                problems.push(format!("entry at block {blk} offset {off} is in the wrong superbucket"));
+                                problems.push(format!(
+                                    "entry at block {blk} offset {off} is in the wrong superbucket"
+                                ));
                             }
                             match expected.get(&e.vector) {
                                 None if deleted.contains(&e.vector) => {}
@@ -188,7 +218,11 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
             for t in 0..tables {
                 let n = found.get(&(*v, t)).copied().unwrap_or(0);
                 if n > 1 || (live && n != 1) {
-                    problems.push(format!("vector ({},{}) is in table {t} {n} times (expected once)", v.block(), v.offset()));
+                    problems.push(format!(
+                        "vector ({},{}) is in table {t} {n} times (expected once)",
+                        v.block(),
+                        v.offset()
+                    ));
                 }
             }
         }
