@@ -33,9 +33,11 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         let index_pages = (*info).pages as f64;
         let tuples = (*info).tuples.max(1.0);
         let tables = crate::pg::am::options::of_oid((*info).indexoid) as f64;
-        let probes = gucs::LSH_PROBES.get() as f64 * tables;
-        let rerank = gucs::LSH_RERANK.get() as f64;
-        let candidates = (gucs::LSH_MAX_CANDIDATES.get() as f64).min(tuples);
+        let bits = imgsim_algo::lsh::LshParams::suggested_bits(tuples as u64);
+        let set = gucs::scan_settings(bits, tuples);
+        let probes = set.probes_per_table as f64 * tables;
+        let rerank = set.rerank as f64;
+        let candidates = (set.max_candidates as f64).min(tuples);
         // Bucket chains were written contiguously at build: charge them as sequential pages. Reranked rows
         // each visit a vector page: random reads, most of them cached after the first queries.
         let bucket_pages = probes.min(index_pages.max(1.0));

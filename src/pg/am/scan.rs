@@ -224,13 +224,26 @@ fn read_chain(
     out
 }
 
+/// Scan settings for this index: the GUCs, or automatic values from its size.
+fn settings(index: pg_sys::Relation, shape: &Shape) -> gucs::ScanSettings {
+    // SAFETY: reading the open index's relcache entry.
+    let reltuples = unsafe { (*(*index).rd_rel).reltuples } as f64;
+    gucs::scan_settings(
+        shape.params().bits,
+        reltuples.max(shape.meta.built_rows as f64),
+    )
+}
+
 /// Fills `results` with the next batch; false when the scan is exhausted.
 fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
     let shape = st.shape.clone().expect("scan started");
     let tables = shape.params().tables as usize;
-    let probes = gucs::LSH_PROBES.get().max(1) as usize * tables;
-    let max_candidates = gucs::LSH_MAX_CANDIDATES.get().max(1) as usize;
-    let rerank = gucs::LSH_RERANK.get().max(1) as usize;
+    let set = settings(index, &shape);
+    let (probes, max_candidates, rerank) = (
+        set.probes_per_table * tables,
+        set.max_candidates,
+        set.rerank,
+    );
     let metric = shape.params().metric;
     let mut values = Vec::with_capacity(shape.dims());
     loop {
@@ -281,9 +294,9 @@ pub unsafe extern "C-unwind" fn amgettuple(
             start(scan, st);
             if !st.done {
                 let shape = st.shape.clone().expect("scan started");
-                let probes =
-                    gucs::LSH_PROBES.get().max(1) as usize * shape.params().tables as usize;
-                let max_candidates = gucs::LSH_MAX_CANDIDATES.get().max(1) as usize;
+                let set = settings((*scan).indexRelation, &shape);
+                let probes = set.probes_per_table * shape.params().tables as usize;
+                let max_candidates = set.max_candidates;
                 probe((*scan).indexRelation, st, probes, max_candidates);
             }
         }
