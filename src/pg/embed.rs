@@ -1,4 +1,4 @@
-//! `img_embed(bytea [, model])`, `img_embed_batch(bytea[], model)` and `pg_imgsim.models()`: the SQL face
+//! `img_embed(bytea [, model])`, `img_embed_batch(bytea[], model)` and `imgsim_models()`: the SQL face
 //! of the image pipeline (`imgsim_pipeline`). GUCs name the ONNX Runtime library and model directory
 //! (superuser-only: they name files), the default model, the execution provider and the limits.
 
@@ -292,7 +292,8 @@ pub unsafe extern "C-unwind" fn img_embed_batch(fcinfo: pg_sys::FunctionCallInfo
     }
 }
 
-/// Models installed in `pg_imgsim.model_dir` (`pg_imgsim.models()`).
+/// Models installed in `pg_imgsim.model_dir` (the issue asked for `pg_imgsim.models()`, but PostgreSQL
+/// reserves schema names starting with `pg_`).
 #[pg_extern(stable, parallel_safe, name = "imgsim_models")]
 fn imgsim_models() -> TableIterator<
     'static,
