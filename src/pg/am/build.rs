@@ -259,20 +259,12 @@ pub unsafe extern "C-unwind" fn ambuild(
             .as_ref()
             .map(|m| m.finish())
             .unwrap_or_else(|| vec![0.0; st.dims]);
-        let (bits, tables, sketch_bits, seed) = options::of(index);
-        let bits = if bits > 0 {
-            bits as u32
-        } else {
-            LshParams::suggested_bits(rows as u64)
-        };
-        let params = LshParams {
-            dims: st.dims as u32,
-            bits,
-            tables: tables as u32,
-            sketch_bits: sketch_bits as u32,
-            seed: seed as u64,
+        let params = options::params(
+            index,
+            st.dims,
             metric,
-        };
+            LshParams::suggested_bits(rows as u64),
+        );
         let meta = write_structure(index, params, mean, &st.vrefs, true);
         let buf = shape::read_locked(index, page::META_BLOCK, true);
         write_meta_page(index, buf, &meta);
@@ -476,7 +468,7 @@ fn write_raw_run(
 ) -> (pg_sys::BlockNumber, u32) {
     let mut first = page::INVALID_BLOCK;
     let mut count = 0;
-    for (i, chunk) in bytes.chunks(page::raw_capacity() / 4 * 4).enumerate() {
+    for (i, chunk) in bytes.chunks(page::WORDS_PER_PAGE * 4).enumerate() {
         let mut p = LocalPage::new(kind);
         // SAFETY: the chunk fits the page's raw capacity.
         unsafe { page::write_raw(p.page(), chunk) };

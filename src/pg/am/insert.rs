@@ -67,18 +67,10 @@ fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
     let meta = unsafe { page::read_meta(page_of(buf)) };
     if meta.dims == 0 {
         check_index_dims(dims);
-        let (bits, tables, sketch_bits, seed) = options::of(index);
         let metric = super::index_metric(index);
-        let rec = LshParams::recommended(dims as u32, metric);
-        let bits = if bits > 0 { bits as u32 } else { rec.bits };
-        let params = LshParams {
-            dims: dims as u32,
-            bits,
-            tables: tables as u32,
-            sketch_bits: sketch_bits as u32,
-            seed: seed as u64,
-            metric,
-        };
+        // Built empty: no rows to size the buckets by, so the 100k-row recommendation.
+        let auto_bits = LshParams::recommended(dims as u32, metric).bits;
+        let params = options::params(index, dims, metric, auto_bits);
         let meta = write_structure(index, params, vec![0.0; dims], &[], false);
         write_meta_page(index, buf, &meta);
     }

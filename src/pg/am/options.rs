@@ -139,3 +139,22 @@ pub fn of_oid(oid: pg_sys::Oid) -> i32 {
         tables
     }
 }
+
+/// The LSH parameters of `index` for `dims`-dimensional vectors: its options, with `auto_bits` when
+/// `bits` was left at 0 (automatic).
+pub fn params(
+    index: pg_sys::Relation,
+    dims: usize,
+    metric: imgsim_algo::lsh::Metric,
+    auto_bits: u32,
+) -> imgsim_algo::lsh::LshParams {
+    let (bits, tables, sketch_bits, seed) = of(index);
+    imgsim_algo::lsh::LshParams {
+        dims: dims as u32,
+        bits: if bits > 0 { bits as u32 } else { auto_bits },
+        tables: tables as u32,
+        sketch_bits: sketch_bits as u32,
+        seed: seed as u64,
+        metric,
+    }
+}

@@ -65,8 +65,8 @@ pub struct Meta {
 pub const fn raw_capacity() -> usize {
     pg_sys::BLCKSZ as usize - size_of::<pg_sys::PageHeaderData>() - size_of::<Opaque>()
 }
-pub const F32_PER_PAGE: usize = raw_capacity() / 4;
-pub const U32_PER_PAGE: usize = raw_capacity() / 4;
+/// 4-byte values (mean f32s, directory block numbers) per raw page; writer and reader both use it.
+pub const WORDS_PER_PAGE: usize = raw_capacity() / 4;
 
 /// Initialises `page` as an empty page of `kind`.
 ///

@@ -172,7 +172,7 @@ fn read_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Ve
         let buf = read_locked(index, blk, false);
         // SAFETY: the page is share-locked while its contents are copied.
         let raw = unsafe { page::raw(page_of(buf)) };
-        let take = (n - out.len()).min(page::F32_PER_PAGE);
+        let take = (n - out.len()).min(page::WORDS_PER_PAGE);
         out.extend(
             raw[..take * 4]
                 .chunks_exact(4)
