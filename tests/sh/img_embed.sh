@@ -28,7 +28,7 @@ expect_eq "missing model: 42704" "$(state "img_embed(pg_read_binary_file('$one')
 expect_eq "model name outside model_dir refused" "$(state "img_embed(pg_read_binary_file('$one'), '../../etc/passwd')")" "42704"
 expect_eq "over max_input_bytes: 54000" "$(psql -qXAt -d postgres -c "SET pg_imgsim.max_input_bytes = 1000" -c "DO \$\$ BEGIN PERFORM img_embed(pg_read_binary_file('$one')); EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')" "54000"
 expect_eq "over max_pixels: 54000" "$(psql -qXAt -d postgres -c "SET pg_imgsim.max_pixels = 1000" -c "DO \$\$ BEGIN PERFORM img_embed(pg_read_binary_file('$one')); EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')" "54000"
-expect_eq "CUDA asked for on a machine without it: 55000" "$(psql -qXAt -d postgres -c "SET pg_imgsim.execution_provider = 'cuda'" -c "DO \$\$ BEGIN PERFORM img_embed(pg_read_binary_file('$one'), 'efficientnet_lite0_fp16'); EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')" "55000"
+expect_eq "CUDA asked for on a machine without it: 55000" "$(psql -qXAt -d postgres -c "SET pg_imgsim.execution_provider = 'cuda'" -c "DO \$\$ BEGIN PERFORM img_embed(pg_read_binary_file('$one'), 'efficientnet_lite0'); EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')" "55000"
 expect_eq "library setting is superuser-only" "$(q -c "LOAD 'pg_imgsim'" -c "SELECT context FROM pg_settings WHERE name = 'pg_imgsim.onnxruntime_library'")" "superuser"
 expect_eq "backend survives bad input" "$(q -c "SELECT 1")" "1"
 
