@@ -24,5 +24,5 @@ CREATE OPERATOR CLASS embedding_ip_ops FOR TYPE embedding USING lsh AS
     FUNCTION 1 lsh_metric_ip(embedding);
 
 CREATE FUNCTION lsh_index_check(index regclass) RETURNS SETOF text
-    LANGUAGE sql VOLATILE STRICT AS $$ SELECT problem FROM lsh_index_check_oid($1::oid) $$;
+    LANGUAGE sql VOLATILE STRICT AS $$ SELECT problem FROM @extschema@.lsh_index_check_oid($1::pg_catalog.oid) $$;
 COMMENT ON FUNCTION lsh_index_check(regclass) IS 'verifies an lsh index against its table; returns one row per problem (none when clean)';

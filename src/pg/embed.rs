@@ -52,19 +52,20 @@ pub fn init_gucs() {
     GucRegistry::define_string_guc(
         c"pg_imgsim.execution_provider",
         c"auto, cpu or cuda.",
-        c"auto uses CUDA when it loads, else the CPU, and says once in the log which one.",
+        c"auto uses CUDA when it loads, else the CPU, and says once in the log which one. Superuser only: \
+          every provider holds its own session (and GPU memory) in each backend.",
         &PROVIDER,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pg_imgsim.threads",
         c"ONNX Runtime intra-op threads (0 = one per core).",
-        c"",
+        c"Superuser only; capped at the number of cores.",
         &THREADS,
         0,
         1024,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

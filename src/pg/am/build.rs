@@ -13,6 +13,7 @@ use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::lsh::{LshModel, LshParams, MeanAccumulator, Metric};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 use pgrx::PgSqlErrorCode;
 
 const PHASE_LOAD: i64 = 2;
@@ -100,6 +101,8 @@ struct BuildState {
     vrefs: Vec<VectorRef>,
     mean: Option<MeanAccumulator>,
     index: pg_sys::Relation,
+    /// Per-row memory (detoasted vectors), reset after every row.
+    row_context: pg_sys::MemoryContext,
 }
 
 impl BuildState {
@@ -148,6 +151,32 @@ impl BuildState {
     }
 }
 
+/// Below this many rows a build says that the index's layout will not follow the data that comes later.
+const SMALL_BUILD_ROWS: usize = 10_000;
+
+/// NOTICE when CREATE INDEX / REINDEX saw too few rows to choose the layout (bits per table, centring
+/// mean): the layout stays as chosen now, so an index created before its data needs a REINDEX after
+/// the load to reach the recall and speed of one built on the data.
+fn small_build_notice(rows: usize) {
+    if rows >= SMALL_BUILD_ROWS {
+        return;
+    }
+    let what = if rows == 0 {
+        "lsh index built on an empty table: the first insert fixes its layout (for 100000 rows, centred \
+         on zero)"
+            .to_string()
+    } else {
+        format!("lsh index built from only {rows} rows: its layout is fixed from them")
+    };
+    pgrx::ereport!(
+        pgrx::PgLogLevel::NOTICE,
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        what,
+        "An lsh index does not change its layout as rows arrive: REINDEX it after loading the data \
+         (then its buckets, centring and scan settings follow the data)."
+    );
+}
+
 /// ERROR unless an index can hold vectors of `dims` dimensions.
 pub fn check_index_dims(dims: usize) {
     if dims > MAX_INDEX_DIMS {
@@ -176,8 +205,13 @@ unsafe extern "C-unwind" fn build_callback(
             return;
         }
         let st = &mut *(state as *mut BuildState);
-        let e = EmbeddingRef::from_datum(*values);
-        st.add(*tid, e.values());
+        // The detoasted copy lives in the per-row context, reset after each row.
+        let tmp = st.row_context;
+        PgMemoryContexts::For(tmp).switch_to(|_| {
+            let e = EmbeddingRef::from_datum(*values);
+            st.add(*tid, e.values());
+        });
+        pg_sys::MemoryContextReset(tmp);
     }
 }
 
@@ -237,6 +271,16 @@ pub unsafe extern "C-unwind" fn ambuild(
         vrefs: Vec::new(),
         mean: None,
         index,
+        // SAFETY: a child of the build's context, deleted with it (and explicitly below).
+        row_context: unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"lsh build row".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        },
     };
     // SAFETY: standard heap scan feeding `build_callback` with the index's column values.
     let heap_tuples = unsafe {
@@ -252,7 +296,10 @@ pub unsafe extern "C-unwind" fn ambuild(
         )
     };
     st.flush();
+    // SAFETY: no allocation of the build lives in it any more.
+    unsafe { pg_sys::MemoryContextDelete(st.row_context) };
     let rows = st.vrefs.len();
+    small_build_notice(rows);
     if st.dims > 0 {
         let mean = st
             .mean

@@ -9,6 +9,7 @@ use super::shape::{self, page_of, read_locked, release};
 use crate::pg::types::embedding::EmbeddingRef;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use std::collections::{HashMap, HashSet};
 
 struct HeapCheck {
@@ -60,20 +61,57 @@ fn lsh_index_check(index: pg_sys::Oid) -> TableIterator<'static, (name!(problem,
     TableIterator::new(problems.into_iter().map(|p| (p,)))
 }
 
+/// Opens an lsh index and its table (AccessShareLock, table first as amcheck does) for a caller allowed to
+/// read the table: SELECT on it (superusers and pg_read_all_data members have it), like reading the rows
+/// the check reports on. The privilege is checked before any lock is taken.
+fn open_checked(oid: pg_sys::Oid) -> (pg_sys::Relation, pg_sys::Relation) {
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: catalog lookups by OID; a missing index yields InvalidOid (missing_ok).
+    let heap_oid = unsafe { pg_sys::IndexGetRelation(oid, true) };
+    if heap_oid == pg_sys::InvalidOid {
+        crate::pg::fmgr::raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("relation with OID {} is not an index", oid.to_u32()),
+            None,
+            None,
+        );
+    }
+    // SAFETY: privilege check and relation opening through PostgreSQL's own functions, which raise
+    // ERRORs (no privilege, relation gone) themselves; both relations are closed by the caller.
+    unsafe {
+        let acl = pg_sys::pg_class_aclcheck(heap_oid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _);
+        if acl != pg_sys::AclResult::ACLCHECK_OK {
+            pg_sys::aclcheck_error(
+                acl,
+                pg_sys::ObjectType::OBJECT_TABLE,
+                pg_sys::get_rel_name(heap_oid),
+            );
+        }
+        let heap = pg_sys::table_open(heap_oid, lock);
+        let index = pg_sys::index_open(oid, lock);
+        if (*(*index).rd_index).indrelid != heap_oid
+            || (*(*index).rd_rel).relam != pg_sys::get_am_oid(c"lsh".as_ptr(), false)
+        {
+            crate::pg::fmgr::raise(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!(
+                    "\"{}\" is not an lsh index",
+                    pgrx::name_data_to_str(&(*(*index).rd_rel).relname)
+                ),
+                None,
+                None,
+            );
+        }
+        (index, heap)
+    }
+}
+
 /// Checks an index. States that are legitimate until the next VACUUM are accepted: vectors and entries of
 /// dead (or aborted) rows, entries pointing at vectors VACUUM already flagged deleted, and all-zero pages
 /// left by a crash between extending the file and writing the page.
 fn check(oid: pg_sys::Oid) -> Vec<String> {
     let mut problems = Vec::new();
-    // SAFETY: opening the index and its table with AccessShareLock, closed before returning.
-    let (index, heap) = unsafe {
-        let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let heap = pg_sys::table_open(
-            (*(*index).rd_index).indrelid,
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        );
-        (index, heap)
-    };
+    let (index, heap) = open_checked(oid);
     // SAFETY: reading the relcache entry of the open index.
     let name = unsafe { pgrx::name_data_to_str(&(*(*index).rd_rel).relname).to_string() };
     let meta = shape::read_meta(index);
@@ -131,9 +169,12 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
             ));
         }
     }
-    // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback.
+    // SAFETY: the same kind of heap scan CREATE INDEX (and amcheck) runs, with our callback. Marked
+    // concurrent, it reads under a fresh MVCC snapshot (as amcheck does without a ShareLock): rows of
+    // transactions still in progress are simply not seen, instead of raising an ERROR.
     unsafe {
         let info = pg_sys::BuildIndexInfo(index);
+        (*info).ii_Concurrent = true;
         pg_sys::table_index_build_scan(
             heap,
             index,

@@ -23,9 +23,13 @@ pub unsafe extern "C-unwind" fn amcostestimate(
     unsafe {
         *correlation = 0.0;
         *selectivity = 1.0;
-        if (*path).indexorderbys.is_null() {
-            *startup = 1.0e10;
-            *total = 1.0e10;
+        if (*path).indexorderbys.is_null() || orders_by_null(path) {
+            // Without an ORDER BY distance (ORDER BY emb <op> NULL is folded away, or compared with a
+            // NULL constant) the index would return every row it has, unordered; a seq scan also returns
+            // the rows whose embedding is NULL, which the index lacks. Costed so that even with
+            // enable_seqscan = off the seq scan wins (the scan still works if a plan uses it).
+            *startup = f64::INFINITY;
+            *total = f64::INFINITY;
             *pages = 0.0;
             return;
         }
@@ -50,5 +54,20 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         *startup = work;
         *total = work + tuples * pg_sys::cpu_index_tuple_cost;
         *pages = pages_read;
+    }
+}
+
+/// Whether the path orders by a NULL constant.
+///
+/// # Safety
+/// `path` is a valid index path with a non-null `indexorderbys` list.
+unsafe fn orders_by_null(path: *mut pg_sys::IndexPath) -> bool {
+    // SAFETY: guaranteed by the caller; a List's `elements` holds `length` cells of node pointers.
+    unsafe {
+        let list = (*path).indexorderbys;
+        (0..(*list).length as usize).any(|i| {
+            let node = (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node;
+            (*node).type_ == pg_sys::NodeTag::T_Const && (*(node as *mut pg_sys::Const)).constisnull
+        })
     }
 }

@@ -11,6 +11,7 @@ use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::lsh::LshParams;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 use std::rc::Rc;
 
 /// `aminsert`
@@ -31,8 +32,13 @@ pub unsafe extern "C-unwind" fn aminsert(
         if *isnull {
             return false;
         }
-        let e = EmbeddingRef::from_datum(*values);
-        insert_row(index, *heap_tid, e.values());
+        // Detoasted copies and other per-row allocations go to a context deleted after the row.
+        let datum = *values;
+        let tid = *heap_tid;
+        PgMemoryContexts::new("lsh insert").switch_to(|_| {
+            let e = EmbeddingRef::from_datum(datum);
+            insert_row(index, tid, e.values());
+        });
     }
     false
 }
@@ -86,7 +92,7 @@ thread_local! {
 
 /// Puts a vector item on a VECTOR page with room; returns its address.
 fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
-    let need = item.len() + size_of::<pg_sys::ItemIdData>();
+    let need = page::maxalign(item.len()) + size_of::<pg_sys::ItemIdData>();
     // SAFETY: `index` is an open relation.
     let oid = unsafe { (*index).rd_id }.to_u32();
     let mut target = TARGET.with(|t| t.borrow().get(&oid).copied());
@@ -103,11 +109,17 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
         let buf = read_locked(index, blk, true);
         let p = page_of(buf);
         // SAFETY: the page is exclusively locked.
-        let (kind, free) = unsafe { (page::kind(p), page::free_space(p)) };
+        let (kind, free, fits) = unsafe {
+            (
+                page::kind(p),
+                page::free_space(p),
+                page::fits(p, item.len()),
+            )
+        };
         let is_vector = kind == page::KIND_VECTOR;
         // kind 0: an all-zero page left by a crash between extending the file and writing it; VACUUM
         // offers it through the free space map and it becomes a vector page here.
-        if (is_vector && free >= item.len()) || kind == 0 {
+        if (is_vector && fits) || kind == 0 {
             let off = add_logged(index, buf, item, kind == 0);
             record_free(index, buf);
             release(buf);
@@ -163,8 +175,8 @@ fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]
         let buf = read_locked(index, blk, true);
         let p = page_of(buf);
         // SAFETY: the page is exclusively locked.
-        let (free, next) = unsafe { (page::free_space(p), (*page::opaque(p)).next) };
-        if free >= entry.len() + size_of::<pg_sys::ItemIdData>() {
+        let (fits, next) = unsafe { (page::fits(p, entry.len()), (*page::opaque(p)).next) };
+        if fits {
             let mut w = PageWrite::start(index);
             let wp = w.page(buf, false);
             // SAFETY: registered image of the locked page; space was checked.

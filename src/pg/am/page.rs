@@ -221,14 +221,15 @@ pub unsafe fn max_offset(page: pg_sys::Page) -> pg_sys::OffsetNumber {
     unsafe { pg_sys::PageGetMaxOffsetNumber(page) }
 }
 
-/// Adds an item; returns its offset or None if it does not fit.
+/// Adds an item; returns its offset or None if it does not fit. A line pointer freed by VACUUM is
+/// reused when the page has one (PageAddItemExtended looks for it when the page says it has free ones).
 ///
 /// # Safety
 /// `page` must be a writable page image (GenericXLog-registered or build-time).
 pub unsafe fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<pg_sys::OffsetNumber> {
     // SAFETY: guaranteed by the caller; PageAddItemExtended copies `bytes` and checks space itself.
     let off = unsafe {
-        if pg_sys::PageGetFreeSpace(page) < bytes.len() {
+        if !fits(page, bytes.len()) {
             return None;
         }
         pg_sys::PageAddItemExtended(
@@ -242,6 +243,22 @@ pub unsafe fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<pg_sys::Offse
     (off != pg_sys::InvalidOffsetNumber).then_some(off)
 }
 
+/// Whether an item of `len` bytes fits on the page: PageAddItem stores it MAXALIGNed, and may need a new
+/// line pointer (PageGetFreeSpace already keeps room for one).
+///
+/// # Safety
+/// `page` must be a valid page locked by the caller.
+pub unsafe fn fits(page: pg_sys::Page, len: usize) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { pg_sys::PageGetFreeSpace(page) >= maxalign(len) }
+}
+
+/// `MAXALIGN(len)`: the room an item of `len` bytes takes on a page.
+pub const fn maxalign(len: usize) -> usize {
+    let a = pg_sys::MAXIMUM_ALIGNOF as usize;
+    (len + a - 1) & !(a - 1)
+}
+
 /// Free space on a page, for a new item (line pointer included).
 ///
 /// # Safety
@@ -249,6 +266,26 @@ pub unsafe fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<pg_sys::Offse
 pub unsafe fn free_space(page: pg_sys::Page) -> usize {
     // SAFETY: guaranteed by the caller.
     unsafe { pg_sys::PageGetFreeSpace(page) }
+}
+
+/// Frees the items at `offs` without moving any other item (their addresses are referenced from bucket
+/// entries), and marks the page as having free line pointers so inserts reuse them.
+///
+/// # Safety
+/// `page` must be a writable page image; every offset must hold an item.
+pub unsafe fn delete_items_in_place(page: pg_sys::Page, offs: &[pg_sys::OffsetNumber]) {
+    // SAFETY: guaranteed by the caller; deleting from the highest offset down keeps the rest valid.
+    unsafe {
+        let mut sorted = offs.to_vec();
+        sorted.sort_unstable();
+        for &off in sorted.iter().rev() {
+            pg_sys::PageIndexTupleDeleteNoCompact(page, off);
+        }
+        let header = page as *mut pg_sys::PageHeaderData;
+        if (1..=max_offset(page)).any(|o| item(page, o).is_none()) {
+            (*header).pd_flags |= pg_sys::PD_HAS_FREE_LINES as u16;
+        }
+    }
 }
 
 /// A vector item: heap TID, flags, values.

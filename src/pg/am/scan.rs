@@ -15,7 +15,7 @@ use imgsim_algo::distance;
 use imgsim_algo::lsh::{Metric, ProbeSequence};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -33,6 +33,8 @@ struct ScanState {
     pending_sorted: bool,
     /// Current batch, sorted farthest-first: pop() gives the next row.
     results: Vec<(f64, pg_sys::ItemPointerData)>,
+    /// ORDER BY emb <op> NULL: `results` holds every row, returned with NULL distances.
+    null_query: bool,
     started: bool,
     done: bool,
 }
@@ -50,6 +52,7 @@ impl ScanState {
             pending: Vec::new(),
             pending_sorted: true,
             results: Vec::new(),
+            null_query: false,
             started: false,
             done: true,
         }
@@ -71,7 +74,18 @@ pub unsafe extern "C-unwind" fn ambeginscan(
             pg_sys::palloc0(size_of::<pg_sys::Datum>() * n) as *mut pg_sys::Datum;
         (*scan).xs_orderbynulls = pg_sys::palloc(n) as *mut bool;
         std::ptr::write_bytes((*scan).xs_orderbynulls, 1, n);
-        (*scan).opaque = Box::into_raw(Box::new(ScanState::new())) as *mut std::ffi::c_void;
+        // The index returns no column values (amcanreturn is not set), so the planner only picks an
+        // index-only scan when no column is needed at all (count(*) with seq scans disabled): it then
+        // gets this all-NULL tuple for every row.
+        let mut value = pg_sys::Datum::from(0usize);
+        let mut isnull = true;
+        (*scan).xs_itupdesc = (*index).rd_att;
+        (*scan).xs_itup = pg_sys::index_form_tuple((*index).rd_att, &mut value, &mut isnull);
+        // The state belongs to the scan's memory context: it is dropped when that context goes, also
+        // when the query fails or is cancelled and amendscan never runs.
+        (*scan).opaque = PgMemoryContexts::CurrentMemoryContext
+            .leak_and_drop_on_delete(ScanState::new())
+            as *mut std::ffi::c_void;
         scan
     }
 }
@@ -101,12 +115,12 @@ pub unsafe extern "C-unwind" fn amrescan(
 /// `amendscan`
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
-    // SAFETY: `opaque` holds the Box made by ambeginscan; it is freed exactly once here.
+    // SAFETY: `opaque` holds the state made by ambeginscan, owned by the scan's memory context (which
+    // drops it): only its buffers are released here, early.
     unsafe {
         let p = (*scan).opaque as *mut ScanState;
         if !p.is_null() {
-            drop(Box::from_raw(p));
-            (*scan).opaque = std::ptr::null_mut();
+            *p = ScanState::new();
         }
     }
 }
@@ -118,23 +132,49 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
 unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     st.started = true;
     // SAFETY: guaranteed by the caller.
-    let (index, norderbys) = unsafe { ((*scan).indexRelation, (*scan).numberOfOrderBys) };
-    if norderbys == 0 {
+    let (index, norderbys, snapshot) = unsafe {
+        (
+            (*scan).indexRelation,
+            (*scan).numberOfOrderBys,
+            (*scan).xs_snapshot,
+        )
+    };
+    // Rows come from several pages read at different times, without pins kept between batches: only an
+    // MVCC snapshot makes that safe (as in pgvector).
+    // SAFETY: reading the snapshot's type of a live scan.
+    let mvcc = !snapshot.is_null()
+        && unsafe {
+            matches!(
+                (*snapshot).snapshot_type,
+                pg_sys::SnapshotType::SNAPSHOT_MVCC | pg_sys::SnapshotType::SNAPSHOT_HISTORIC_MVCC
+            )
+        };
+    if !mvcc {
         error(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "an lsh index can only be scanned for ORDER BY embedding <-> / <=> / <#> value",
+            "an lsh index can only be scanned with an MVCC snapshot",
         );
-    }
-    // SAFETY: orderByData has `norderbys` keys, copied in amrescan.
-    let key = unsafe { &*(*scan).orderByData };
-    if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
-        return; // ORDER BY emb <-> NULL: every distance is NULL; like a seq scan, return nothing ordered.
     }
     let Some(shape) = shape::load(index) else {
         return; // built empty, never inserted into
     };
+    // SAFETY: orderByData has `norderbys` keys, copied in amrescan.
+    let null_query = norderbys == 0
+        || unsafe { (*(*scan).orderByData).sk_flags } & pg_sys::SK_ISNULL as i32 != 0;
+    if null_query {
+        // No ORDER BY (a full index scan, which the planner only takes when told to avoid seq scans) or
+        // ORDER BY emb <-> NULL (every distance is NULL): every indexed row comes back unordered, as
+        // from a seq scan, with NULL distances. The planner prefers a seq scan for both (cost.rs).
+        st.null_query = true;
+        st.results = shape::live_rows(index)
+            .into_iter()
+            .map(|tid| (f64::NAN, tid))
+            .collect();
+        st.done = false;
+        return;
+    }
     // SAFETY: the argument of an order-by key on an embedding opclass is a non-null embedding.
-    let q = unsafe { EmbeddingRef::from_datum(key.sk_argument) };
+    let q = unsafe { EmbeddingRef::from_datum((*(*scan).orderByData).sk_argument) };
     if q.dims() != shape.dims() {
         shape::dims_mismatch(shape.dims(), q.dims());
     }
@@ -200,6 +240,7 @@ fn read_chain(
     let mut out = Vec::new();
     let mut blk = head;
     while blk != page::INVALID_BLOCK {
+        pg_sys::check_for_interrupts!();
         let buf = read_locked(index, blk, false);
         let p = page_of(buf);
         // SAFETY: the page is share-locked while its entries are decoded.
@@ -266,7 +307,10 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
             .map(|(_, v)| v)
             .collect();
         chosen.sort_unstable();
-        for v in chosen {
+        for (i, v) in chosen.into_iter().enumerate() {
+            if i % 256 == 255 {
+                pg_sys::check_for_interrupts!();
+            }
             if let Some((tid, false)) = shape::read_vector(index, v, &mut values) {
                 if values.len() == st.query.len() {
                     st.results.push((exact(metric, &st.query, &values), tid));
@@ -292,7 +336,7 @@ pub unsafe extern "C-unwind" fn amgettuple(
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
             start(scan, st);
-            if !st.done {
+            if !st.done && !st.null_query {
                 let shape = st.shape.clone().expect("scan started");
                 let set = settings((*scan).indexRelation, &shape);
                 let probes = set.probes_per_table * shape.params().tables as usize;
@@ -302,6 +346,19 @@ pub unsafe extern "C-unwind" fn amgettuple(
         }
         if st.done {
             return false;
+        }
+        if st.null_query {
+            let Some((_, tid)) = st.results.pop() else {
+                st.done = true;
+                return false;
+            };
+            (*scan).xs_heaptid = tid;
+            (*scan).xs_recheck = false;
+            (*scan).xs_recheckorderby = false;
+            if (*scan).numberOfOrderBys > 0 {
+                *(*scan).xs_orderbynulls = true;
+            }
+            return true;
         }
         if st.results.is_empty() && !next_batch((*scan).indexRelation, st) {
             st.done = true;

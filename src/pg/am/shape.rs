@@ -224,6 +224,31 @@ pub fn read_vector(
     res
 }
 
+/// Heap TIDs of every vector item not flagged deleted, in physical order (a scan for a NULL query).
+pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
+    let mut out = Vec::new();
+    for blk in 1..nblocks(index) {
+        pg_sys::check_for_interrupts!();
+        let buf = read_locked(index, blk, false);
+        let p = page_of(buf);
+        // SAFETY: the page is share-locked while its items are decoded.
+        unsafe {
+            if page::kind(p) == page::KIND_VECTOR {
+                for off in 1..=page::max_offset(p) {
+                    if let Some(b) = page::item(p, off) {
+                        let item = page::VectorItem::parse(b);
+                        if !item.deleted() {
+                            out.push(item.heap_tid());
+                        }
+                    }
+                }
+            }
+        }
+        release(buf);
+    }
+    out
+}
+
 /// ERROR for a vector whose dimensions differ from the index's.
 pub fn dims_mismatch(index_dims: usize, got: usize) -> ! {
     crate::pg::fmgr::raise(

@@ -131,13 +131,14 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let p = page_of(buf);
             let mut w = PageWrite::start(index);
             let wp = w.page(buf, false);
-            // SAFETY: registered image of the cleanup-locked page.
+            // SAFETY: registered image of the cleanup-locked page; the offsets hold items.
             unsafe {
-                for off in (1..=page::max_offset(p)).rev() {
-                    if dead.contains(&VectorRef::new(blk, off)) && page::item(wp, off).is_some() {
-                        pg_sys::PageIndexTupleDeleteNoCompact(wp, off);
-                    }
-                }
+                let offs: Vec<pg_sys::OffsetNumber> = (1..=page::max_offset(p))
+                    .filter(|&off| {
+                        dead.contains(&VectorRef::new(blk, off)) && page::item(wp, off).is_some()
+                    })
+                    .collect();
+                page::delete_items_in_place(wp, &offs);
             }
             w.finish();
             // SAFETY: the page is still locked; record its free space.
@@ -164,7 +165,22 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     if analyze_only {
         return stats;
     }
-    let stats = stats_or_new(stats);
+    // SAFETY: `info` is valid for the call.
+    let heap_tuples = unsafe { (*info).num_heap_tuples };
+    let stats = if stats.is_null() {
+        // No bulk delete ran (an insert-only VACUUM): nothing was counted. Report the heap's count as an
+        // estimate, which VACUUM does not write into the index's reltuples (zero would shrink the
+        // automatic scan settings to their minimum); ANALYZE sets it from the heap as for any index.
+        let s = stats_or_new(stats);
+        // SAFETY: freshly allocated.
+        unsafe {
+            (*s).num_index_tuples = heap_tuples;
+            (*s).estimated_count = true;
+        }
+        s
+    } else {
+        stats // counted exactly by ambulkdelete
+    };
     // SAFETY: `stats` is valid; FSM vacuuming only updates the index's free space map.
     unsafe {
         (*stats).num_pages = shape::nblocks(index);

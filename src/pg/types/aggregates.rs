@@ -2,7 +2,7 @@
 //! in double precision, so partial states from parallel workers combine by adding arrays.
 //! (`sum(embedding)` uses `embedding_add` directly as both transition and combine function.)
 
-use super::embedding::{new_datum, EmbeddingRef};
+use super::embedding::{new_datum, EmbeddingRef, MAX_DIMS};
 use crate::pg::fmgr::{arg, raise};
 use crate::v1;
 use pgrx::pg_sys;
@@ -15,14 +15,49 @@ v1!(
     pg_finfo_embedding_avg
 );
 
-/// Reads a `float8[]` state argument.
+/// Reads a `float8[]` state argument. The support functions are callable directly with any array, so
+/// the state is validated (one dimension, at most `1 + MAX_DIMS` elements, no NULLs, a count that is a
+/// non-negative integer) before anything is allocated from it.
 ///
 /// # Safety
 /// Argument `n` must be a non-null `float8[]`.
 unsafe fn state(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Vec<f64> {
+    // SAFETY: guaranteed by the caller; the array header is read (detoasted) before any element.
+    let len = unsafe {
+        let arr = pg_sys::pg_detoast_datum(arg(fcinfo, n).cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        if (*arr).ndim > 1 {
+            bad_state("it has more than one dimension");
+        }
+        // The dimension lengths follow the fixed header (ARR_DIMS).
+        let dims = (arr as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32;
+        pg_sys::ArrayGetNItems((*arr).ndim, dims)
+    };
+    if len as usize > MAX_DIMS + 1 {
+        bad_state("it has more elements than an embedding has dimensions");
+    }
     // SAFETY: guaranteed by the caller.
     let arr = unsafe { Vec::<Option<f64>>::from_datum(arg(fcinfo, n), false) }.unwrap_or_default();
-    arr.into_iter().map(|v| v.unwrap_or(0.0)).collect()
+    let s: Vec<f64> = arr
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|| bad_state("it contains NULL")))
+        .collect();
+    if s.first()
+        .is_some_and(|c| !(c.is_finite() && *c >= 0.0 && c.fract() == 0.0))
+    {
+        bad_state("its first element is not a row count");
+    }
+    s
+}
+
+fn bad_state(why: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("invalid avg(embedding) state: {why}"),
+        None,
+        Some(
+            "The state is float8[] {count, sum_1, ..., sum_d}, as built by embedding_accum.".into(),
+        ),
+    )
 }
 
 fn mismatch(a: usize, b: usize) -> ! {

@@ -53,7 +53,7 @@ pub unsafe extern "C-unwind" fn embedding_in(fcinfo: pg_sys::FunctionCallInfo) -
     } else {
         -1
     };
-    let values = match text::parse(&input) {
+    let values = match text::parse(&input, MAX_DIMS) {
         Ok(v) => v,
         Err(ParseError::Empty) => error(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
@@ -85,6 +85,10 @@ pub unsafe extern "C-unwind" fn embedding_in(fcinfo: pg_sys::FunctionCallInfo) -
                 "Element {element} (at character {position}) does not fit in a 4-byte float."
             )),
             None,
+        ),
+        Err(ParseError::TooMany { max }) => error(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("embedding cannot have more than {max} dimensions"),
         ),
     };
     check_dims(values.len());

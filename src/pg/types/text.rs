@@ -18,14 +18,17 @@ pub enum ParseError {
         position: usize,
         token: String,
     },
+    /// More than the allowed number of elements: parsing stops there, before the list grows further.
+    TooMany { max: usize },
 }
 
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-/// Parses `[v1, v2, ...]` into floats.
-pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
+/// Parses `[v1, v2, ...]` into floats; stops with [`ParseError::TooMany`] after `max_elements` values, so
+/// memory stays bounded by the type's limit whatever the length of the input.
+pub fn parse(input: &str, max_elements: usize) -> Result<Vec<f32>, ParseError> {
     let b = input.as_bytes();
     let mut i = 0;
     while i < b.len() && is_space(b[i]) {
@@ -72,6 +75,9 @@ pub fn parse(input: &str) -> Result<Vec<f32>, ParseError> {
                 position,
                 token: token.to_string(),
             });
+        }
+        if values.len() == max_elements {
+            return Err(ParseError::TooMany { max: max_elements });
         }
         values.push(v);
         while i < b.len() && is_space(b[i]) {

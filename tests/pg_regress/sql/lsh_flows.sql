@@ -1,0 +1,78 @@
+-- The lsh index in the flows applications run (issue 11): index created before the data, single-row
+-- inserts with odd dimensions (item sizes that are not MAXALIGNed), DELETE/VACUUM/INSERT churn with line
+-- pointers reused, reltuples kept by an insert-only VACUUM, and ORDER BY ... <-> NULL.
+SET client_min_messages = warning;
+CREATE FUNCTION vec(n int, seed int) RETURNS embedding LANGUAGE sql IMMUTABLE AS
+  $$ SELECT ARRAY(SELECT sin(seed * 7.31 + i * 1.7) FROM generate_series(1, n) i)::embedding $$;
+
+-- Single-row inserts into an index created on the empty table, for dimensions whose items do not fill
+-- an aligned size: every INSERT succeeds and every row is its own nearest neighbour through the index.
+CREATE TABLE odd (dims int, id int, v embedding);
+DO $$
+DECLARE d int; i int; n int;
+BEGIN
+  FOREACH d IN ARRAY ARRAY[1, 3, 9, 153, 1999] LOOP
+    EXECUTE format('CREATE TABLE odd_%s (id int, v embedding(%s))', d, d);
+    EXECUTE format('CREATE INDEX odd_%s_v ON odd_%s USING lsh (v)', d, d);
+    n := CASE WHEN d > 1000 THEN 300 ELSE 1200 END;
+    FOR i IN 1 .. n LOOP
+      EXECUTE format('INSERT INTO odd_%s VALUES ($1, $2)', d) USING i, vec(d, i);
+    END LOOP;
+  END LOOP;
+END $$;
+SELECT d, (SELECT count(*) FROM lsh_index_check(format('odd_%s_v', d)::regclass)) AS problems
+  FROM unnest(ARRAY[1, 3, 9, 153, 1999]) d;
+SET enable_seqscan = off;
+SELECT count(*) AS rows_finding_themselves FROM odd_9 o
+  WHERE (SELECT id FROM odd_9 ORDER BY v <-> o.v LIMIT 1) = o.id;
+SELECT count(*) AS rows_finding_themselves FROM odd_153 o
+  WHERE (SELECT id FROM odd_153 ORDER BY v <-> o.v LIMIT 1) = o.id;
+RESET enable_seqscan;
+
+-- Churn: delete a third, VACUUM, insert as many again, four times: freed room and line pointers are
+-- reused, so the index does not grow after the first round, and it stays consistent.
+CREATE TABLE churn (id int, v embedding(9));
+CREATE INDEX churn_v ON churn USING lsh (v);
+INSERT INTO churn SELECT i, vec(9, i) FROM generate_series(1, 3000) i;
+DELETE FROM churn WHERE id % 3 = 0;
+VACUUM churn;
+INSERT INTO churn SELECT i, vec(9, i + 10000) FROM generate_series(1, 3000) i WHERE i % 3 = 0;
+SELECT pg_relation_size('churn_v') AS size1 \gset
+DELETE FROM churn WHERE id % 3 = 1;
+VACUUM churn;
+INSERT INTO churn SELECT i, vec(9, i + 20000) FROM generate_series(1, 3000) i WHERE i % 3 = 1;
+DELETE FROM churn WHERE id % 3 = 2;
+VACUUM churn;
+INSERT INTO churn SELECT i, vec(9, i + 30000) FROM generate_series(1, 3000) i WHERE i % 3 = 2;
+DELETE FROM churn WHERE id % 3 = 0;
+VACUUM churn;
+INSERT INTO churn SELECT i, vec(9, i + 40000) FROM generate_series(1, 3000) i WHERE i % 3 = 0;
+SELECT pg_relation_size('churn_v') <= :size1 * 1.05 AS no_growth_after_churn;
+SELECT count(*) AS problems FROM lsh_index_check('churn_v');
+SELECT count(*) FROM churn;
+
+-- An insert-only VACUUM keeps the index's row count (the automatic scan settings scale with it).
+CREATE TABLE grow (id int, v embedding(9));
+INSERT INTO grow SELECT i, vec(9, i) FROM generate_series(1, 2000) i;
+CREATE INDEX grow_v ON grow USING lsh (v);
+INSERT INTO grow SELECT i, vec(9, i) FROM generate_series(2001, 4000) i;
+VACUUM grow;
+SELECT reltuples > 0 AS reltuples_kept FROM pg_class WHERE relname = 'grow_v';
+VACUUM ANALYZE grow;
+SELECT reltuples AS reltuples_after_analyze FROM pg_class WHERE relname = 'grow_v';
+
+-- ORDER BY v <-> NULL: the same rows whatever the plan (all of them, distances NULL).
+INSERT INTO grow VALUES (0, NULL);
+SELECT count(*) AS seqscan_rows FROM (SELECT id FROM grow ORDER BY v <-> NULL) s;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM grow ORDER BY v <-> NULL LIMIT 5;
+SELECT count(*) AS rows_with_seqscan_off FROM (SELECT id FROM grow ORDER BY v <-> NULL) s;
+-- A generic plan chosen before the parameter is known still runs through the index: a NULL parameter
+-- then returns every indexed row (the row whose v is NULL is not in the index).
+PREPARE q(embedding) AS SELECT id FROM grow ORDER BY v <-> $1 LIMIT 5000;
+SET plan_cache_mode = force_generic_plan;
+EXPLAIN (COSTS OFF) EXECUTE q(NULL);
+CREATE TEMP TABLE generic_rows AS EXECUTE q(NULL);
+SELECT count(*) AS generic_plan_rows, count(DISTINCT id) AS distinct_rows FROM generic_rows;
+RESET plan_cache_mode;
+RESET enable_seqscan;
