@@ -212,25 +212,19 @@ SQL
   stop_hint="scripts/demo.sh --stop"
 fi
 
-# 3. the extension in the database (recreated when the installed one has functions this database lacks)
-own_cluster=1; [ -z "$dburl" ] || own_cluster=0
-"$py" - "$dsn" "$own_cluster" <<'EOF' || die "pg_imgsim is not usable in that database (see the line above)"
+# 3. the extension in the database (updated in place when a newer version is installed; never dropped)
+"$py" - "$dsn" <<'EOF' || die "pg_imgsim is not usable in that database (see the line above)"
 import sys, psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as c:
     c.execute("CREATE EXTENSION IF NOT EXISTS pg_imgsim")
-    missing = lambda: not c.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'img_embed_batch')").fetchone()[0]
-    if missing():
-        avail = c.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_imgsim'").fetchone()[0]
-        have = c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_imgsim'").fetchone()[0]
-        if avail != have:
-            c.execute("ALTER EXTENSION pg_imgsim UPDATE")
-        elif sys.argv[2] == "1":  # the demo's own database, same version but older SQL: recreate it
-            # (this drops demo_photos.emb; the photos are embedded again)
-            c.execute("DROP EXTENSION pg_imgsim CASCADE")
-            c.execute("CREATE EXTENSION pg_imgsim")
-    if missing():
-        sys.exit("pg_imgsim in this database has no img_embed_batch (update the extension: "
-                 "ALTER EXTENSION pg_imgsim UPDATE, or drop and create it again)")
+    # Never drop the extension (that would drop the user's embedding columns): update it in place
+    # through the upgrade scripts (sql/pg_imgsim--A--B.sql) when a newer version is installed.
+    avail = c.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_imgsim'").fetchone()[0]
+    have = c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_imgsim'").fetchone()[0]
+    if avail != have:
+        c.execute("ALTER EXTENSION pg_imgsim UPDATE")
+    if not c.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'img_embed_batch')").fetchone()[0]:
+        sys.exit(f"pg_imgsim {have} in this database has no img_embed_batch and no upgrade path to {avail}")
 EOF
 
 # 4. load, embed, index, search, report
