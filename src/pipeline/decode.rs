@@ -19,7 +19,7 @@
 
 use std::io::{self, BufRead, Cursor, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,14 @@ pub const MAX_JPEG_SCANS: usize = 100;
 
 /// Fixed slack in every estimate: decoder state, Huffman/LZW tables, palettes, small metadata.
 const ESTIMATE_SLACK: u64 = 2 << 20;
+
+/// What a decoder may allocate while parsing the header, before the dimensions are known (ICC
+/// profiles, text chunks, TIFF directories), on top of the input size.
+const HEADER_ALLOC: u64 = 16 << 20;
+
+fn header_allowance(ctx: &Ctx<'_, '_>) -> u64 {
+    (HEADER_ALLOC + ctx.bytes.len() as u64).min(ctx.budget.total())
+}
 
 /// Input limits. `max_bytes` and `max_pixels` are checked before decoding starts;
 /// `max_decode_bytes` bounds the memory decoding and preprocessing use at once.
@@ -80,6 +88,7 @@ pub struct DecodeBudget {
     total: u64,
     used: Mutex<u64>,
     freed: Condvar,
+    peak: AtomicU64,
 }
 
 impl DecodeBudget {
@@ -88,7 +97,13 @@ impl DecodeBudget {
             total,
             used: Mutex::new(0),
             freed: Condvar::new(),
+            peak: AtomicU64::new(0),
         }
+    }
+
+    /// The largest amount reserved at once so far (the sum of the estimates in use together).
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// The whole budget.
@@ -128,6 +143,7 @@ impl DecodeBudget {
                 .0;
         }
         *used += bytes;
+        self.peak.fetch_max(*used, Ordering::Relaxed);
         Ok(Reservation {
             budget: self,
             bytes,
@@ -600,9 +616,11 @@ fn decode_with_image<'b>(
     };
     let mut reader = ImageReader::with_format(reader, format);
     // Header parsing (PNG text/ICC chunks, TIFF directories, WebP chunks) may allocate before the
-    // dimensions are known: bound it by the whole budget.
+    // dimensions are known: bound it by HEADER_ALLOC plus the input size (never more than the
+    // budget); the reservation made once the dimensions are known includes that allowance.
+    let header = header_allowance(ctx);
     let mut lim = image::Limits::default();
-    lim.max_alloc = Some(ctx.budget.total());
+    lim.max_alloc = Some(header);
     reader.limits(lim);
     let mut dec = reader.into_decoder().map_err(|e| image_error(e, &name))?;
     let (w, h) = dec.dimensions();
@@ -617,7 +635,9 @@ fn decode_with_image<'b>(
     }
     let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
     let rotated = orientation != Orientation::NoTransforms;
-    let working = image_decoder_working(format, w, h, native, ctx.bytes.len() as u64, jpeg);
+    // A metadata chunk inflated up to the allowance may have grown its buffer by doubling: 2x.
+    let working =
+        2 * header + image_decoder_working(format, w, h, native, ctx.bytes.len() as u64, jpeg);
     let post = (ctx.post)(w, h).max((ctx.post)(h, w));
     let in_place = matches!(color, ColorType::Rgb8 | ColorType::Rgba8);
     let need = working + estimate_peak(w, h, bpp, in_place, rotated, post);
