@@ -793,7 +793,8 @@ pub(crate) fn orient(img: RgbImage, o: Orientation) -> Result<RgbImage> {
     let (w, h) = img.dimensions();
     let (wu, hu) = (w as usize, h as usize);
     // Output size and the source pixel of output (x, y).
-    let (ow, oh, map): (u32, u32, Box<dyn Fn(usize, usize) -> (usize, usize)>) = match o {
+    type SourceOf = Box<dyn Fn(usize, usize) -> (usize, usize)>;
+    let (ow, oh, map): (u32, u32, SourceOf) = match o {
         Orientation::NoTransforms => return Ok(img),
         Orientation::Rotate90 => (h, w, Box::new(move |x, y| (y, hu - 1 - x))),
         Orientation::Rotate180 => (w, h, Box::new(move |x, y| (wu - 1 - x, hu - 1 - y))),

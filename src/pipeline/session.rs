@@ -244,9 +244,11 @@ struct SessionKey {
     json: Option<FileId>,
 }
 
+type SessionLru = Mutex<Vec<(SessionKey, Arc<LoadedModel>)>>;
+
 /// A small LRU: most recently used last.
-fn session_cache() -> &'static Mutex<Vec<(SessionKey, Arc<LoadedModel>)>> {
-    static CACHE: OnceLock<Mutex<Vec<(SessionKey, Arc<LoadedModel>)>>> = OnceLock::new();
+fn session_cache() -> &'static SessionLru {
+    static CACHE: OnceLock<SessionLru> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
