@@ -15,13 +15,16 @@ pub mod model;
 pub mod preprocess;
 pub mod session;
 
-pub use decode::{decode_rgb, Limits, SUPPORTED_FORMATS};
+pub use decode::{
+    decode_rgb, decode_rgb_budgeted, DecodeBudget, Limits, Reservation, MAX_JPEG_SCANS,
+    SUPPORTED_FORMATS,
+};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{is_valid_model_name, ModelInfo, ModelRegistry, ModelSpec};
+pub use model::{file_sha256, is_valid_model_name, FileId, ModelInfo, ModelRegistry, ModelSpec};
 pub use preprocess::Preprocessor;
 pub use session::{
-    clear_session_cache, init_runtime, runtime_library, ActiveProvider, Embedder, EmbedderConfig,
-    ImageResult, Provider,
+    clear_session_cache, effective_intra_threads, init_runtime, runtime_library, session_cache_len,
+    ActiveProvider, Embedder, EmbedderConfig, ImageResult, Provider, SESSION_CACHE_CAPACITY,
 };
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

@@ -138,6 +138,91 @@ pub struct ModelInfo {
     pub weights: String,
     /// `true` when `<name>.onnx` exists beside the JSON.
     pub has_onnx: bool,
+    /// SHA-256 of `<name>.onnx`, lowercase hex (64 characters); `None` without a readable ONNX
+    /// file. Cached per process by file identity, so listing again is cheap.
+    pub onnx_sha256: Option<String>,
+}
+
+/// Identity of a file on disk: (device, inode, size, modification time in ns). A file replaced
+/// or rewritten in place gets a new identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileId {
+    /// The identity of `path`, following symlinks; `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<FileId> {
+        let m = fs::metadata(path).ok()?;
+        if !m.is_file() {
+            return None;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i128);
+            Some(FileId {
+                dev: 0,
+                ino: 0,
+                size: m.len(),
+                mtime_ns: mtime,
+            })
+        }
+    }
+}
+
+/// SHA-256 (lowercase hex) of the file at `path`, cached per process by [`FileId`].
+pub fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::io::Read;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<FileId, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let id = FileId::of(path)?;
+    if let Some(h) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return Some(h.clone());
+    }
+    let mut f = fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The file may have changed while it was read: only cache under an unchanged identity.
+    if FileId::of(path) == Some(id) {
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(id, hex.clone());
+    }
+    Some(hex)
 }
 
 /// A directory of `<name>.json` + `<name>.onnx` pairs.
@@ -174,6 +259,23 @@ impl ModelRegistry {
         self.paths(name).map(|p| p.1)
     }
 
+    /// Path of the JSON spec of model `name` (the name is validated; the file may not exist).
+    pub fn json_path(&self, name: &str) -> Result<PathBuf> {
+        self.paths(name).map(|p| p.0)
+    }
+
+    /// SHA-256 (lowercase hex) of `<name>.onnx` as it is on disk now.
+    pub fn fingerprint(&self, name: &str) -> Result<String> {
+        let onnx = self.onnx_path(name)?;
+        file_sha256(&onnx).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ModelMissing,
+                format!("model \"{name}\" has no readable ONNX file"),
+            )
+            .with_log_detail(format!("cannot read {}", onnx.display()))
+        })
+    }
+
     /// Read and validate `<name>.json`; check that `<name>.onnx` exists.
     pub fn load_spec(&self, name: &str) -> Result<ModelSpec> {
         let (json, onnx) = self.paths(name)?;
@@ -185,48 +287,49 @@ impl ModelRegistry {
                     .map(|l| l.into_iter().map(|m| m.name).collect())
                     .unwrap_or_default();
                 let hint = if available.is_empty() {
-                    format!("no models are installed in {}", self.dir.display())
+                    "no models are installed in the model directory".to_string()
                 } else {
                     format!("available models: {}", available.join(", "))
                 };
                 return Err(Error::new(
                     ErrorKind::ModelMissing,
-                    format!(
-                        "model \"{name}\" not found ({} does not exist)",
-                        json.display()
-                    ),
+                    format!("model \"{name}\" not found"),
                 )
-                .with_hint(hint));
+                .with_hint(hint)
+                .with_log_detail(format!("{} does not exist", json.display())));
             }
             Err(e) => {
                 return Err(Error::new(
                     ErrorKind::ModelMissing,
-                    format!("cannot read {}: {e}", json.display()),
-                ));
+                    format!("cannot read the spec of model \"{name}\": {}", e.kind()),
+                )
+                .with_log_detail(format!("cannot read {}: {e}", json.display())));
             }
         };
         let spec = ModelSpec::from_json(&text).map_err(|e| {
             Error::new(
                 ErrorKind::ModelInvalid,
-                format!("{}: {}", json.display(), e.message()),
+                format!("model \"{name}\": {}", e.message()),
             )
+            .with_log_detail(format!("in {}", json.display()))
         })?;
         if spec.name != name {
             return Err(Error::new(
                 ErrorKind::ModelInvalid,
                 format!(
-                    "{}: \"name\" is \"{}\", expected \"{name}\"",
-                    json.display(),
-                    spec.name
+                    "model \"{name}\": the spec's \"name\" is \"{}\", expected \"{name}\"",
+                    spec.name.escape_default()
                 ),
-            ));
+            )
+            .with_log_detail(format!("in {}", json.display())));
         }
         if !onnx.is_file() {
             return Err(Error::new(
                 ErrorKind::ModelMissing,
-                format!("model \"{name}\": {} does not exist", onnx.display()),
+                format!("model \"{name}\" has no ONNX file"),
             )
-            .with_hint("each model needs <name>.json and <name>.onnx in the model directory"));
+            .with_hint("each model needs <name>.json and <name>.onnx in the model directory")
+            .with_log_detail(format!("{} does not exist", onnx.display())));
         }
         Ok(spec)
     }
@@ -237,8 +340,9 @@ impl ModelRegistry {
         let rd = fs::read_dir(&self.dir).map_err(|e| {
             Error::new(
                 ErrorKind::ModelMissing,
-                format!("cannot read model directory {}: {e}", self.dir.display()),
+                format!("cannot read the model directory: {}", e.kind()),
             )
+            .with_log_detail(format!("cannot read {}: {e}", self.dir.display()))
         })?;
         let mut out = Vec::new();
         for entry in rd.flatten() {
@@ -261,11 +365,13 @@ impl ModelRegistry {
             if spec.name != name {
                 continue;
             }
+            let onnx = self.dir.join(format!("{name}.onnx"));
             out.push(ModelInfo {
                 name: spec.name,
                 dims: spec.dims,
                 weights: spec.weights,
-                has_onnx: self.dir.join(format!("{name}.onnx")).is_file(),
+                has_onnx: onnx.is_file(),
+                onnx_sha256: file_sha256(&onnx),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -377,6 +483,19 @@ mod tests {
         assert_eq!(l[0].dims, 1280);
         assert_eq!(l[0].weights, "imagenet");
         assert!(l[0].has_onnx);
+        // sha256("not really")
+        assert_eq!(
+            l[0].onnx_sha256.as_deref(),
+            Some("c22d26d33c5783cf2bd157ba48eefa471ac49ab7bc71d5e8d5977eedd2c91726")
+        );
+        assert_eq!(
+            reg.fingerprint("efficientnet_lite0").unwrap(),
+            *l[0].onnx_sha256.as_ref().unwrap()
+        );
+        let e = reg.load_spec("nope").unwrap_err();
+        assert!(!e.message().contains(dir.to_str().unwrap()), "{e}");
+        assert!(!e.hint().unwrap().contains(dir.to_str().unwrap()));
+        assert!(e.detail_for_log().unwrap().contains("nope.json"));
         assert_eq!(reg.load_spec("efficientnet_lite0").unwrap().dims, 1280);
         let e = reg.load_spec("nope").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelMissing);

@@ -1,8 +1,9 @@
-//! ONNX Runtime: loading the shared library once per process, cached sessions per
-//! (model, provider, threads), and the batched embedding entry points.
+//! ONNX Runtime: loading the shared library once per process, a small LRU cache of sessions per
+//! (model directory, model, provider, threads, model file identity), and the batched embedding
+//! entry points (cancellable while decoding and while ONNX Runtime runs).
 
-use std::collections::HashMap;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -11,12 +12,12 @@ use std::time::Duration;
 
 use ort::environment::Environment;
 use ort::ep::ExecutionProvider;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 
-use crate::decode::Limits;
-use crate::error::{Error, ErrorKind, Result};
-use crate::model::{ModelRegistry, ModelSpec};
+use crate::decode::{DecodeBudget, Limits};
+use crate::error::{try_with_capacity, try_zeroed, Error, ErrorKind, Result};
+use crate::model::{file_sha256, FileId, ModelRegistry, ModelSpec};
 use crate::preprocess::Preprocessor;
 
 /// Which execution provider to ask for.
@@ -67,6 +68,7 @@ pub struct EmbedderConfig {
     pub model_dir: PathBuf,
     pub provider: Provider,
     /// ONNX Runtime intra-op threads; 0 = ONNX Runtime's default (one per physical core).
+    /// Clamped to the available parallelism.
     pub intra_threads: usize,
     /// Worker threads decoding a batch; 0 = available parallelism. A batch of one image is always
     /// decoded on the calling thread.
@@ -129,13 +131,14 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
         } else {
             Err(Error::new(
                 ErrorKind::RuntimeUnavailable,
-                format!(
-                    "ONNX Runtime is already loaded from {} in this process; cannot switch to {}",
-                    r.library.display(),
-                    library.display()
-                ),
+                "ONNX Runtime is already loaded from another library in this process; cannot switch libraries",
             )
-            .with_hint("the library is loaded once per process: start a new session/connection to use another one"))
+            .with_hint("the library is loaded once per process: start a new session/connection to use another one")
+            .with_log_detail(format!(
+                "loaded: {}; requested: {}",
+                r.library.display(),
+                library.display()
+            )))
         }
     };
     if let Some(r) = RUNTIME.get() {
@@ -150,16 +153,18 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
     if !library.is_file() {
         return Err(Error::new(
             ErrorKind::RuntimeUnavailable,
-            format!("ONNX Runtime library not found at {}", library.display()),
+            "ONNX Runtime library not found",
         )
-        .with_hint(hint));
+        .with_hint(hint)
+        .with_log_detail(format!("{} is not a file", library.display())));
     }
     let builder = ort::init_from(library).map_err(|e| {
         Error::new(
             ErrorKind::RuntimeUnavailable,
-            format!("cannot load ONNX Runtime: {e}"),
+            format!("cannot load ONNX Runtime: {}", scrub_paths(&e.to_string())),
         )
         .with_hint(hint)
+        .with_log_detail(format!("{}: {e}", library.display()))
     })?;
     let env = builder
         .with_name("imgsim")
@@ -168,8 +173,12 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
         .map_err(|e| {
             Error::new(
                 ErrorKind::RuntimeUnavailable,
-                format!("cannot create the ONNX Runtime environment: {e}"),
+                format!(
+                    "cannot create the ONNX Runtime environment: {}",
+                    scrub_paths(&e.to_string())
+                ),
             )
+            .with_log_detail(e.to_string())
         })?;
     let _ = RUNTIME.set(Runtime {
         library: library.to_path_buf(),
@@ -178,25 +187,107 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
     Ok(RUNTIME.get().expect("just set"))
 }
 
+/// Replace every absolute path in `s` (a word starting with `/`) by its file name, so that
+/// messages from ONNX Runtime or the dynamic loader never show server directories to users.
+pub(crate) fn scrub_paths(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('/') {
+        let starts_word = i == 0
+            || rest[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_whitespace() || "\"'([{<=:,".contains(c));
+        if !starts_word {
+            out.push_str(&rest[..=i]);
+            rest = &rest[i + 1..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "\"')]}>,;".contains(c))
+            .unwrap_or(tail.len());
+        let path = tail[..end].trim_end_matches(':');
+        let name = path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+        out.push_str(name);
+        rest = &tail[path.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 struct LoadedModel {
     spec: ModelSpec,
     pre: Preprocessor,
     session: Mutex<Session>,
     provider: ActiveProvider,
     cuda_note: Option<String>,
+    onnx_path: PathBuf,
+    onnx_id: Option<FileId>,
 }
 
+/// Most sessions kept per process (least recently used dropped first). Each holds a model's
+/// weights and ONNX Runtime's arenas, so a role cycling through thread counts or providers cannot
+/// make a backend build an unbounded number of them.
+pub const SESSION_CACHE_CAPACITY: usize = 4;
+
+/// What a cached session depends on: where and which model, how it runs, and the identity of
+/// both model files (a file replaced on disk is a new key, loaded afresh).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SessionKey {
     model_dir: PathBuf,
     name: String,
     provider: Provider,
     intra_threads: usize,
+    onnx: Option<FileId>,
+    json: Option<FileId>,
 }
 
-fn session_cache() -> &'static Mutex<HashMap<SessionKey, Arc<LoadedModel>>> {
-    static CACHE: OnceLock<Mutex<HashMap<SessionKey, Arc<LoadedModel>>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+type SessionLru = Mutex<Vec<(SessionKey, Arc<LoadedModel>)>>;
+
+/// A small LRU: most recently used last.
+fn session_cache() -> &'static SessionLru {
+    static CACHE: OnceLock<SessionLru> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn cache_get(key: &SessionKey) -> Option<Arc<LoadedModel>> {
+    let mut c = session_cache().lock().unwrap_or_else(|e| e.into_inner());
+    let i = c.iter().position(|(k, _)| k == key)?;
+    let entry = c.remove(i);
+    let m = entry.1.clone();
+    c.push(entry);
+    Some(m)
+}
+
+fn cache_put(key: SessionKey, m: Arc<LoadedModel>) -> Arc<LoadedModel> {
+    let mut c = session_cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = c.iter().position(|(k, _)| *k == key) {
+        let entry = c.remove(i);
+        let existing = entry.1.clone();
+        c.push(entry);
+        return existing;
+    }
+    // Entries for an older version of the same model files are dead: drop them first.
+    c.retain(|(k, _)| {
+        !(k.model_dir == key.model_dir
+            && k.name == key.name
+            && (k.onnx != key.onnx || k.json != key.json))
+    });
+    while c.len() >= SESSION_CACHE_CAPACITY {
+        c.remove(0);
+    }
+    c.push((key, m.clone()));
+    m
+}
+
+/// Number of sessions in the process cache (at most [`SESSION_CACHE_CAPACITY`]).
+pub fn session_cache_len() -> usize {
+    session_cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len()
 }
 
 /// Drop every cached session (the next [`Embedder::load`] reads the model files again).
@@ -206,6 +297,13 @@ pub fn clear_session_cache() {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
+}
+
+/// `intra_threads` as used: 0 stays 0 (ONNX Runtime's default), others are clamped to the
+/// available parallelism.
+pub fn effective_intra_threads(requested: usize) -> usize {
+    let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+    requested.min(max)
 }
 
 fn new_builder(
@@ -274,6 +372,7 @@ impl Drop for SignalsBlocked {
 
 fn build_session(
     rt: &Runtime,
+    name: &str,
     onnx: &Path,
     provider: Provider,
     intra_threads: usize,
@@ -281,8 +380,12 @@ fn build_session(
     let model_err = |m: String| {
         Error::new(
             ErrorKind::ModelInvalid,
-            format!("ONNX Runtime cannot load {}: {m}", onnx.display()),
+            format!(
+                "ONNX Runtime cannot load model \"{name}\": {}",
+                scrub_paths(&m)
+            ),
         )
+        .with_log_detail(format!("{}: {m}", onnx.display()))
     };
     let mut cuda_note = None;
     if provider != Provider::Cpu {
@@ -304,9 +407,13 @@ fn build_session(
             Err(reason) if provider == Provider::Cuda => {
                 return Err(Error::new(
                     ErrorKind::ProviderUnavailable,
-                    format!("the CUDA execution provider is not available: {reason}"),
+                    format!(
+                        "the CUDA execution provider is not available: {}",
+                        scrub_paths(&reason)
+                    ),
                 )
-                .with_hint("use the onnxruntime-gpu library with CUDA 13 + cuDNN 9 on the library path, or choose the cpu/auto provider"));
+                .with_hint("use the onnxruntime-gpu library with CUDA 13 + cuDNN 9 on the library path, or choose the cpu/auto provider")
+                .with_log_detail(reason));
             }
             Err(reason) => cuda_note = Some(reason),
         }
@@ -316,12 +423,18 @@ fn build_session(
     Ok((s, ActiveProvider::Cpu, cuda_note))
 }
 
-fn load_model(cfg: &EmbedderConfig, name: &str) -> Result<Arc<LoadedModel>> {
+fn load_model(
+    cfg: &EmbedderConfig,
+    name: &str,
+    intra_threads: usize,
+    onnx_id: Option<FileId>,
+) -> Result<Arc<LoadedModel>> {
     let registry = ModelRegistry::new(&cfg.model_dir);
     let spec = registry.load_spec(name)?;
     let onnx = registry.onnx_path(name)?;
     let rt = runtime(&cfg.ort_library)?;
-    let (session, provider, cuda_note) = build_session(rt, &onnx, cfg.provider, cfg.intra_threads)?;
+    let (session, provider, cuda_note) =
+        build_session(rt, name, &onnx, cfg.provider, intra_threads)?;
     let names = |o: &[ort::value::Outlet]| {
         o.iter()
             .map(|x| x.name().to_string())
@@ -358,6 +471,8 @@ fn load_model(cfg: &EmbedderConfig, name: &str) -> Result<Arc<LoadedModel>> {
         session: Mutex::new(session),
         provider,
         cuda_note,
+        onnx_path: onnx,
+        onnx_id,
     }))
 }
 
@@ -387,35 +502,33 @@ pub type ImageResult = Result<Vec<f32>>;
 
 impl Embedder {
     /// Load (or fetch from the process cache) model `name` with the configured provider.
+    ///
+    /// The process cache holds at most [`SESSION_CACHE_CAPACITY`] sessions. Each load checks the
+    /// identity (device, inode, size, mtime) of `<name>.onnx` and `<name>.json`: a model whose
+    /// files changed on disk is loaded again.
     pub fn load(cfg: &EmbedderConfig, name: &str) -> Result<Embedder> {
+        let registry = ModelRegistry::new(&cfg.model_dir);
+        let (json, onnx) = (registry.json_path(name)?, registry.onnx_path(name)?);
+        let intra_threads = effective_intra_threads(cfg.intra_threads);
         let key = SessionKey {
             model_dir: cfg.model_dir.clone(),
             name: name.to_string(),
             provider: cfg.provider,
-            intra_threads: cfg.intra_threads,
+            intra_threads,
+            onnx: FileId::of(&onnx),
+            json: FileId::of(&json),
         };
-        let cache = session_cache();
         let mut newly_loaded = false;
-        let cached = cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        let model = match cached {
+        let model = match cache_get(&key) {
             Some(m) => {
                 // Still insist on the configured library (a switch is reported, not ignored).
                 runtime(&cfg.ort_library)?;
                 m
             }
             None => {
-                let m = load_model(cfg, name)?;
+                let m = load_model(cfg, name, intra_threads, key.onnx)?;
                 newly_loaded = true;
-                cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key)
-                    .or_insert(m)
-                    .clone()
+                cache_put(key, m)
             }
         };
         Ok(Embedder {
@@ -440,6 +553,17 @@ impl Embedder {
     /// The provider the session runs on.
     pub fn provider(&self) -> ActiveProvider {
         self.model.provider
+    }
+
+    /// SHA-256 (lowercase hex) of the loaded model's ONNX file, computed on first use and cached
+    /// per file identity. `None` when the file changed on disk since this session loaded it (the
+    /// next [`Embedder::load`] reloads it) or cannot be read.
+    pub fn onnx_sha256(&self) -> Option<String> {
+        let id = self.model.onnx_id?;
+        if FileId::of(&self.model.onnx_path) != Some(id) {
+            return None;
+        }
+        file_sha256(&self.model.onnx_path)
     }
 
     /// With [`Provider::Auto`] on CPU: why CUDA was not used.
@@ -487,20 +611,27 @@ impl Embedder {
     }
 
     /// Like [`Embedder::embed_batch_with`], but a bad image only fails its own entry: the outer
-    /// error is for cancellation and inference failures.
+    /// error is for cancellation, inference failures and out-of-memory.
+    ///
+    /// Decoding happens on worker threads (one per image at most, `decode_threads` in all) that
+    /// share one [`DecodeBudget`] of `limits.max_decode_bytes`; inference runs on a worker thread
+    /// too, while the calling thread calls `cancelled` about every 20 ms: when it returns `true`,
+    /// decoders stop at their next read and a running ONNX Runtime call is terminated
+    /// (`RunOptions::terminate`), and the result is [`ErrorKind::Cancelled`].
     pub fn embed_batch_each(
         &self,
         images: &[&[u8]],
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<ImageResult>> {
         let per = self.tensor_len();
-        let mut results: Vec<ImageResult> = Vec::with_capacity(images.len());
+        let mut results: Vec<ImageResult> = try_with_capacity(images.len(), "the batch results")?;
+        let budget = DecodeBudget::new(self.limits.max_decode_bytes);
         for chunk in images.chunks(self.max_batch) {
             if cancelled() {
                 return Err(cancelled_error());
             }
-            let mut buf = vec![0f32; per * chunk.len()];
-            let pre = self.preprocess_into(chunk, &mut buf, cancelled)?;
+            let mut buf = try_zeroed::<f32>(per * chunk.len(), "the batch input tensor")?;
+            let pre = self.preprocess_into(chunk, &mut buf, &budget, cancelled)?;
             // Compact the successfully preprocessed images to the front of the buffer.
             let mut ok = 0usize;
             for (i, r) in pre.iter().enumerate() {
@@ -513,7 +644,7 @@ impl Embedder {
             }
             buf.truncate(ok * per);
             let mut embeddings = if ok > 0 {
-                self.infer(buf, ok)?
+                self.infer_with(buf, ok, cancelled)?
             } else {
                 Vec::new()
             }
@@ -530,7 +661,7 @@ impl Embedder {
 
     /// Decode + preprocess one image into a fresh tensor buffer (for tools and benchmarks).
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; self.tensor_len()];
+        let mut out = try_zeroed::<f32>(self.tensor_len(), "the input tensor")?;
         self.model
             .pre
             .process_bytes(bytes, &self.limits, self.jpeg_dct_scaling, &mut out)?;
@@ -539,7 +670,19 @@ impl Embedder {
 
     /// Run the model on `n` preprocessed images (`tensor.len() == n * tensor_len()`), one call.
     pub fn infer(&self, tensor: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
-        let spec = &self.model.spec;
+        self.infer_with(tensor, n, &|| false)
+    }
+
+    /// [`Embedder::infer`], cancellable: ONNX Runtime runs on a worker thread (signals blocked)
+    /// while the calling thread calls `cancelled` about every 20 ms; `true` terminates the run
+    /// (ONNX Runtime stops at its next node) and returns [`ErrorKind::Cancelled`]. A panicking
+    /// `cancelled` terminates the run and waits for the worker before the panic continues.
+    pub fn infer_with(
+        &self,
+        tensor: Vec<f32>,
+        n: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<f32>>> {
         if tensor.len() != n * self.tensor_len() || n == 0 {
             return Err(Error::new(
                 ErrorKind::Inference,
@@ -551,6 +694,63 @@ impl Embedder {
                 ),
             ));
         }
+        let options = RunOptions::new().map_err(|e| {
+            Error::new(
+                ErrorKind::Inference,
+                format!("cannot create ONNX Runtime run options: {e}"),
+            )
+        })?;
+        /// Terminates the run unless disarmed (covers a panicking `cancelled`).
+        struct TerminateOnDrop<'a>(&'a RunOptions, bool);
+        impl Drop for TerminateOnDrop<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let _ = self.0.terminate();
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Result<Vec<Vec<f32>>>>();
+        std::thread::scope(|s| {
+            let blocked = SignalsBlocked::new();
+            let options = &options;
+            s.spawn(move || {
+                let r = catch_unwind(AssertUnwindSafe(|| self.run(tensor, n, options)))
+                    .unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorKind::Inference,
+                            "ONNX Runtime call panicked",
+                        ))
+                    });
+                let _ = tx.send(r);
+            });
+            drop(blocked);
+            let mut guard = TerminateOnDrop(options, true);
+            loop {
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(r) => {
+                        guard.1 = false;
+                        return r;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        guard.1 = false;
+                        return Err(Error::new(
+                            ErrorKind::Inference,
+                            "ONNX Runtime worker stopped without a result",
+                        ));
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if cancelled() {
+                            // `guard` terminates the run; the scope waits for the worker.
+                            return Err(cancelled_error());
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn run(&self, tensor: Vec<f32>, n: usize, options: &RunOptions) -> Result<Vec<Vec<f32>>> {
+        let spec = &self.model.spec;
         let shape = [n, 3, spec.input_height as usize, spec.input_width as usize];
         let input = Tensor::from_array((shape, tensor)).map_err(|e| {
             Error::new(
@@ -560,11 +760,15 @@ impl Embedder {
         })?;
         let mut session = self.model.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = session
-            .run(ort::inputs![spec.input_name.as_str() => input])
+            .run_with_options(ort::inputs![spec.input_name.as_str() => input], options)
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Inference,
-                    format!("ONNX Runtime failed to run model \"{}\": {e}", spec.name),
+                    format!(
+                        "ONNX Runtime failed to run model \"{}\": {}",
+                        spec.name,
+                        scrub_paths(&e.to_string())
+                    ),
                 )
             })?;
         let value = outputs.get(&spec.output_name).ok_or_else(|| {
@@ -597,15 +801,22 @@ impl Embedder {
                 ),
             ));
         }
-        Ok(data.chunks_exact(spec.dims).map(<[f32]>::to_vec).collect())
+        let mut out = try_with_capacity(n, "the embeddings")?;
+        for c in data.chunks_exact(spec.dims) {
+            let mut v = try_with_capacity(spec.dims, "an embedding")?;
+            v.extend_from_slice(c);
+            out.push(v);
+        }
+        Ok(out)
     }
 
-    /// Preprocess `images` into `buf` (one `tensor_len()` slot each), in parallel when there are
-    /// several images; per-image results in order.
+    /// Preprocess `images` into `buf` (one `tensor_len()` slot each) on worker threads sharing
+    /// `budget`; per-image results in order. The calling thread only waits and polls `cancelled`.
     fn preprocess_into(
         &self,
         images: &[&[u8]],
         buf: &mut [f32],
+        budget: &DecodeBudget,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<Result<()>>> {
         let per = self.tensor_len();
@@ -616,17 +827,8 @@ impl Embedder {
         } else {
             self.decode_threads
         }
-        .min(images.len());
-        if threads <= 1 {
-            let mut out = Vec::with_capacity(images.len());
-            for (bytes, slot) in images.iter().zip(buf.chunks_exact_mut(per)) {
-                if !out.is_empty() && cancelled() {
-                    return Err(cancelled_error());
-                }
-                out.push(pre.process_bytes(bytes, limits, dct, slot));
-            }
-            return Ok(out);
-        }
+        .min(images.len())
+        .max(1);
 
         let stop = AtomicBool::new(false);
         // Sets `stop` however this function is left (return, error or a panicking `cancelled`).
@@ -643,7 +845,9 @@ impl Embedder {
         drop(job_tx);
         let job_rx = Mutex::new(job_rx);
         let (res_tx, res_rx) = mpsc::channel::<(usize, Result<()>)>();
-        let mut results: Vec<Option<Result<()>>> = (0..images.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<()>>> =
+            try_with_capacity(images.len(), "the batch results")?;
+        results.resize_with(images.len(), || None);
         std::thread::scope(|s| -> Result<()> {
             let _stop_guard = StopOnDrop(&stop);
             // Workers start with every signal blocked (see `SignalsBlocked`); the calling thread's
@@ -657,7 +861,7 @@ impl Embedder {
                     }
                     let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((i, slot)) = job else { break };
-                    let r = pre.process_bytes(images[i], limits, dct, slot);
+                    let r = pre.process_bytes_budgeted(images[i], limits, dct, budget, stop, slot);
                     if res_tx.send((i, r)).is_err() {
                         break;
                     }
@@ -681,12 +885,22 @@ impl Embedder {
             }
             Ok(())
         })?;
-        Ok(results
+        let results: Vec<Result<()>> = results
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| Err(Error::invalid("image was not processed (worker stopped)")))
             })
-            .collect())
+            .collect();
+        // An out-of-memory is not the image's fault: fail the call (SQLSTATE 53200), as a
+        // cancellation noticed by a decoder does.
+        for r in &results {
+            if let Err(e) = r {
+                if matches!(e.kind(), ErrorKind::OutOfMemory | ErrorKind::Cancelled) {
+                    return Err(e.clone());
+                }
+            }
+        }
+        Ok(results)
     }
 }
 
@@ -699,6 +913,31 @@ mod tests {
     use super::*;
 
     fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn paths_are_scrubbed() {
+        assert_eq!(
+            scrub_paths("Load model from /srv/pg/models/m.onnx failed: bad"),
+            "Load model from m.onnx failed: bad"
+        );
+        assert_eq!(
+            scrub_paths("/usr/lib/libonnxruntime.so: invalid ELF header"),
+            "libonnxruntime.so: invalid ELF header"
+        );
+        assert_eq!(
+            scrub_paths("path \"/a/b/c.so\" and 3/4 and a/b"),
+            "path \"c.so\" and 3/4 and a/b"
+        );
+        assert_eq!(scrub_paths("no paths here"), "no paths here");
+    }
+
+    #[test]
+    fn thread_clamp() {
+        let n = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(effective_intra_threads(0), 0);
+        assert_eq!(effective_intra_threads(1), 1);
+        assert_eq!(effective_intra_threads(10_000), n);
+    }
 
     #[test]
     fn embedder_is_thread_safe() {

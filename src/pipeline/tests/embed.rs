@@ -249,3 +249,130 @@ fn runtime_is_loaded_once() {
     assert_eq!(e.kind(), ErrorKind::RuntimeUnavailable);
     assert!(e.message().contains("already loaded"), "{e}");
 }
+
+/// A long batch (resnet34_random on CPU: about 100 ms per image) stops well within a second of
+/// the flag flipping, in inference as well as in decoding (ONNX Runtime checks its terminate flag
+/// between nodes: the slowest node of a 64-image resnet34 batch bounds the delay).
+#[test]
+fn cancellation_stops_a_long_batch_quickly() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let images = parity_images();
+    let refs: Vec<&[u8]> = (0..64)
+        .map(|i| images[i % images.len()].as_slice())
+        .collect();
+    let mut cfg = config();
+    cfg.max_batch = 64; // one inference call of 64 images: seconds of ONNX Runtime work
+    let e = Embedder::load(&cfg, "resnet34_random").unwrap();
+    for delay_ms in [50u64, 1500] {
+        let flag = AtomicBool::new(false);
+        let flipped = std::sync::Mutex::new(None::<Instant>);
+        let start = Instant::now();
+        let err = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                *flipped.lock().unwrap() = Some(Instant::now());
+                flag.store(true, Ordering::SeqCst);
+            });
+            e.embed_batch_with(&refs, &|| flag.load(Ordering::SeqCst))
+                .unwrap_err()
+        });
+        let done = Instant::now();
+        let lag = done - flipped.lock().unwrap().expect("flag flipped");
+        println!(
+            "cancel after {delay_ms} ms: returned {:?} after {:?}, {:?} after the flag",
+            err.kind(),
+            done - start,
+            lag
+        );
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        assert!(lag < Duration::from_millis(1000), "took {lag:?} to stop");
+    }
+    // The session still works after a terminated run.
+    assert_eq!(e.embed(&images[0]).unwrap().len(), 512);
+}
+
+#[test]
+fn session_cache_is_bounded_and_notices_replaced_files() {
+    use imgsim_pipeline::{session_cache_len, ModelRegistry, SESSION_CACHE_CAPACITY};
+    let cfg = config();
+    // Many thread counts and model directories: never more than the capacity.
+    let dir = std::env::temp_dir().join(format!("imgsim-lru-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for ext in ["json", "onnx"] {
+        std::fs::copy(
+            cfg.model_dir.join(format!("resnet34_random.{ext}")),
+            dir.join(format!("resnet34_random.{ext}")),
+        )
+        .unwrap();
+    }
+    let mut c = cfg.clone();
+    c.model_dir = dir.clone();
+    for threads in [1usize, 2, 3, 4, 5, 1000] {
+        c.intra_threads = threads;
+        Embedder::load(&c, "resnet34_random").unwrap();
+        assert!(session_cache_len() <= SESSION_CACHE_CAPACITY);
+    }
+    c.intra_threads = 1;
+    let a = Embedder::load(&c, "resnet34_random").unwrap();
+    let fp = a.onnx_sha256().unwrap();
+    assert_eq!(fp.len(), 64);
+    assert_eq!(
+        ModelRegistry::new(&dir)
+            .fingerprint("resnet34_random")
+            .unwrap(),
+        fp
+    );
+    assert!(!Embedder::load(&c, "resnet34_random")
+        .unwrap()
+        .newly_loaded());
+    // Replace the ONNX file (new inode): the next load builds a new session.
+    let onnx = dir.join("resnet34_random.onnx");
+    let tmp = dir.join("new.onnx");
+    std::fs::copy(cfg.model_dir.join("efficientnet_lite0.onnx"), &tmp).unwrap();
+    std::fs::rename(&tmp, &onnx).unwrap();
+    assert_eq!(a.onnx_sha256(), None, "old session's file is gone");
+    let spec = std::fs::read_to_string(cfg.model_dir.join("efficientnet_lite0.json")).unwrap();
+    std::fs::write(
+        dir.join("resnet34_random.json"),
+        spec.replace("\"efficientnet_lite0\"", "\"resnet34_random\""),
+    )
+    .unwrap();
+    let b = Embedder::load(&c, "resnet34_random").unwrap();
+    assert!(b.newly_loaded(), "replaced model files must be reloaded");
+    assert_eq!(b.dims(), 1280);
+    assert_ne!(b.onnx_sha256().unwrap(), fp);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn user_messages_carry_no_server_paths() {
+    let cfg = config();
+    let dir = cfg.model_dir.to_str().unwrap().to_string();
+    let e = Embedder::load(&cfg, "no_such_model").unwrap_err();
+    for text in [Some(e.message()), e.hint()].into_iter().flatten() {
+        assert!(!text.contains(&dir), "{text}");
+        assert!(!text.contains('/'), "{text}");
+    }
+    assert!(e.detail_for_log().unwrap().contains(&dir));
+    let mut c = cfg.clone();
+    c.model_dir = std::env::temp_dir().join(format!("imgsim-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&c.model_dir).unwrap();
+    let spec = std::fs::read_to_string(cfg.model_dir.join("efficientnet_lite0.json")).unwrap();
+    std::fs::write(
+        c.model_dir.join("garbage.json"),
+        spec.replace("\"efficientnet_lite0\"", "\"garbage\""),
+    )
+    .unwrap();
+    std::fs::write(
+        c.model_dir.join("garbage.onnx"),
+        b"this is not an onnx file",
+    )
+    .unwrap();
+    let e = Embedder::load(&c, "garbage").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+    let tmp = std::env::temp_dir();
+    assert!(!e.message().contains(tmp.to_str().unwrap()), "{e}");
+    assert!(e.message().contains("garbage"), "{e}");
+    std::fs::remove_dir_all(&c.model_dir).unwrap();
+}
