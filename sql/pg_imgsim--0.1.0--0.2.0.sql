@@ -1,6 +1,13 @@
 -- pg_imgsim 0.1.0 -> 0.2.0 (ALTER EXTENSION pg_imgsim UPDATE). Upgrade scripts are frozen once released.
 \echo Use "ALTER EXTENSION pg_imgsim UPDATE TO '0.2.0'" to load this file. \quit
 
+-- imgsim_models() gains onnx_sha256: the model file's content hash, so a model replaced on disk is visible
+-- (the session cache is keyed on the file's identity). A new result type needs DROP + CREATE.
+DROP FUNCTION imgsim_models();
+CREATE FUNCTION imgsim_models() RETURNS TABLE (name text, dims int, weights text, onnx_sha256 text)
+    STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'imgsim_models_wrapper';
+COMMENT ON FUNCTION imgsim_models() IS 'models installed in pg_imgsim.model_dir, with their dimensions, weights and ONNX file SHA-256';
+
 -- img_embed_fill: every name schema-qualified (works with any search_path), the UPDATE re-checks that the
 -- row still holds the embedded image and no embedding, only bad images are skipped.
 CREATE OR REPLACE PROCEDURE img_embed_fill(

@@ -23,6 +23,8 @@ pub static PROVIDER: GucSetting<Option<CString>> =
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_INPUT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024 * 1024);
 pub static MAX_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(50_000_000);
+/// In kB, like PostgreSQL's memory settings: 256 MB.
+pub static MAX_DECODE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
 pub fn init_gucs() {
     GucRegistry::define_string_guc(
@@ -88,6 +90,17 @@ pub fn init_gucs() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pg_imgsim.max_decode_memory",
+        c"Memory one img_embed or img_embed_batch call may use at once to decode and preprocess images.",
+        c"Superuser only. Each image's need is estimated from its header and reserved before decoding; \
+          parallel decoding of a batch waits for room; an image needing more than all of it is refused (54000).",
+        &MAX_DECODE_MEMORY,
+        1024,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
     // SAFETY: called from _PG_init.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_imgsim".as_ptr()) };
 }
@@ -138,6 +151,7 @@ fn config() -> EmbedderConfig {
     cfg.limits = Limits {
         max_bytes: MAX_INPUT_BYTES.get() as usize,
         max_pixels: MAX_PIXELS.get() as u64,
+        max_decode_bytes: MAX_DECODE_MEMORY.get() as u64 * 1024,
     };
     cfg
 }
@@ -157,7 +171,17 @@ fn fail(e: imgsim_pipeline::Error) -> ! {
         ErrorKind::ProviderUnavailable => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         ErrorKind::Inference => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
         ErrorKind::Cancelled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+        ErrorKind::OutOfMemory => PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
     };
+    // Server paths and raw library errors: the server log only (never sent to the client, whatever
+    // its client_min_messages).
+    if let Some(detail) = e.detail_for_log() {
+        pgrx::ereport!(
+            pgrx::PgLogLevel::LOG_SERVER_ONLY,
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("pg_imgsim: {}: {detail}", e.message())
+        );
+    }
     raise(
         code,
         e.message().to_string(),
@@ -302,6 +326,7 @@ fn imgsim_models() -> TableIterator<
         name!(name, String),
         name!(dims, i32),
         name!(weights, String),
+        name!(onnx_sha256, Option<String>),
     ),
 > {
     let reg = ModelRegistry::new(expand(&guc_str(&MODEL_DIR)));
@@ -309,6 +334,6 @@ fn imgsim_models() -> TableIterator<
     TableIterator::new(
         list.into_iter()
             .filter(|m| m.has_onnx)
-            .map(|m| (m.name, m.dims as i32, m.weights)),
+            .map(|m| (m.name, m.dims as i32, m.weights, m.onnx_sha256)),
     )
 }
