@@ -26,3 +26,9 @@ CREATE OPERATOR CLASS embedding_ip_ops FOR TYPE embedding USING lsh AS
 CREATE FUNCTION lsh_index_check(index regclass) RETURNS SETOF text
     LANGUAGE sql VOLATILE STRICT AS $$ SELECT problem FROM @extschema@.lsh_index_check_oid($1::pg_catalog.oid) $$;
 COMMENT ON FUNCTION lsh_index_check(regclass) IS 'verifies an lsh index against its table; returns one row per problem (none when clean)';
+
+CREATE FUNCTION lsh_index_info(index regclass) RETURNS TABLE (
+        dims int, metric text, bits int, tables int, sketch_bits int, superbuckets int, layout_rows bigint,
+        blocks bigint)
+    LANGUAGE sql VOLATILE STRICT AS $$ SELECT * FROM @extschema@.lsh_index_info_oid($1::pg_catalog.oid) $$;
+COMMENT ON FUNCTION lsh_index_info(regclass) IS 'the layout of an lsh index: bits per table, superbuckets, and the row count it was laid out for (no row while it was built empty and has no rows)';

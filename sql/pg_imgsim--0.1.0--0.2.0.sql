@@ -83,3 +83,14 @@ $proc$;
 -- lsh_index_check: qualified call (search_path-safe); the C function now checks privileges.
 CREATE OR REPLACE FUNCTION lsh_index_check(index regclass) RETURNS SETOF text
     LANGUAGE sql VOLATILE STRICT AS $$ SELECT problem FROM @extschema@.lsh_index_check_oid($1::pg_catalog.oid) $$;
+
+-- lsh_index_info(regclass): the layout an lsh index runs with (indexes now grow their layout, grow.rs).
+CREATE FUNCTION lsh_index_info_oid(index oid) RETURNS TABLE (
+        dims int, metric text, bits int, tables int, sketch_bits int, superbuckets int, layout_rows bigint,
+        blocks bigint)
+    STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'lsh_index_info_wrapper';
+CREATE FUNCTION lsh_index_info(index regclass) RETURNS TABLE (
+        dims int, metric text, bits int, tables int, sketch_bits int, superbuckets int, layout_rows bigint,
+        blocks bigint)
+    LANGUAGE sql VOLATILE STRICT AS $$ SELECT * FROM @extschema@.lsh_index_info_oid($1::pg_catalog.oid) $$;
+COMMENT ON FUNCTION lsh_index_info(regclass) IS 'the layout of an lsh index: bits per table, superbuckets, and the row count it was laid out for (no row while it was built empty and has no rows)';

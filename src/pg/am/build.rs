@@ -358,6 +358,7 @@ pub fn empty_meta() -> Meta {
         dir_pages: 0,
         built_rows: 0,
         build_id: 0,
+        built_blocks: 0,
     }
 }
 
@@ -479,6 +480,7 @@ pub fn write_structure(
         dir_pages,
         built_rows: n as u64,
         build_id: new_build_id(),
+        built_blocks: shape::nblocks(index),
         ..empty_meta()
     }
 }

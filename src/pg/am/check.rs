@@ -4,6 +4,7 @@
 //! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does,
 //! like amcheck's heapallindexed: heap -> index).
 
+use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, page_of, read_locked, release};
 use crate::pg::types::embedding::EmbeddingRef;
@@ -64,7 +65,7 @@ fn lsh_index_check(index: pg_sys::Oid) -> TableIterator<'static, (name!(problem,
 /// Opens an lsh index and its table (AccessShareLock, table first as amcheck does) for a caller allowed to
 /// read the table: SELECT on it (superusers and pg_read_all_data members have it), like reading the rows
 /// the check reports on. The privilege is checked before any lock is taken.
-fn open_checked(oid: pg_sys::Oid) -> (pg_sys::Relation, pg_sys::Relation) {
+pub fn open_checked(oid: pg_sys::Oid) -> (pg_sys::Relation, pg_sys::Relation) {
     let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
     // SAFETY: catalog lookups by OID; a missing index yields InvalidOid (missing_ok).
     let heap_oid = unsafe { pg_sys::IndexGetRelation(oid, true) };
@@ -112,6 +113,7 @@ fn open_checked(oid: pg_sys::Oid) -> (pg_sys::Relation, pg_sys::Relation) {
 fn check(oid: pg_sys::Oid) -> Vec<String> {
     let mut problems = Vec::new();
     let (index, heap) = open_checked(oid);
+    let shared = SharedStructure::lock(index);
     // SAFETY: reading the relcache entry of the open index.
     let name = unsafe { pgrx::name_data_to_str(&(*(*index).rd_rel).relname).to_string() };
     let meta = shape::read_meta(index);
@@ -279,6 +281,7 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
         hc.alive.len(),
         problems.len()
     );
+    drop(shared);
     // SAFETY: closing what was opened above.
     unsafe {
         pg_sys::table_close(heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);

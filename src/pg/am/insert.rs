@@ -3,6 +3,7 @@
 //! a new page linked at the chain's end). Each page change is one GenericXLog record.
 
 use super::build::{check_index_dims, write_meta_page, write_structure};
+use super::grow::{self, SharedStructure};
 use super::options;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, block_of, new_buffer, page_of, read_locked, release, Shape};
@@ -43,8 +44,20 @@ pub unsafe extern "C-unwind" fn aminsert(
     false
 }
 
-/// Inserts one row (used by aminsert).
+/// Inserts one row (used by aminsert) under the structure's share lock; then, when it met a long
+/// superbucket chain, lets grow.rs rebuild the bucket structure if the index has outgrown it.
 pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) {
+    let long_chain = {
+        let _shared = SharedStructure::lock(index);
+        insert_locked(index, tid, values)
+    };
+    if long_chain {
+        grow::maybe_rebuild(index);
+    }
+}
+
+/// Inserts one row; true when one of its chains was longer than [`grow::LONG_CHAIN_PAGES`].
+fn insert_locked(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) -> bool {
     let shape = shape::load(index).unwrap_or_else(|| initialise(index, values.len()));
     if values.len() != shape.dims() {
         shape::dims_mismatch(shape.dims(), values.len());
@@ -56,13 +69,15 @@ pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values:
         )
     });
     let vref = insert_vector(index, &VectorItem::encode(tid, values));
+    let mut longest = 0;
     for (t, &code) in hash.codes.iter().enumerate() {
-        insert_entry(
+        longest = longest.max(insert_entry(
             index,
             shape.head(t, code),
             &BucketEntry::encode(code, vref, &hash.sketch),
-        );
+        ));
     }
+    longest > grow::LONG_CHAIN_PAGES
 }
 
 /// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork),
@@ -168,10 +183,12 @@ fn record_free(index: pg_sys::Relation, buf: pg_sys::Buffer) {
     };
 }
 
-/// Appends a bucket entry to the chain starting at `head`.
-fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]) {
+/// Appends a bucket entry to the chain starting at `head`; returns the chain's length in pages.
+fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]) -> usize {
     let mut blk = head;
+    let mut pages = 0;
     loop {
+        pages += 1;
         let buf = read_locked(index, blk, true);
         let p = page_of(buf);
         // SAFETY: the page is exclusively locked.
@@ -183,7 +200,8 @@ fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]
             unsafe { page::add_item(wp, entry) }.expect("free space checked");
             w.finish();
             release(buf);
-            return;
+            // Pages after this one (it had room, so later pages were added when it was full).
+            return pages + chain_rest(index, next);
         }
         if next == page::INVALID_BLOCK {
             let nbuf = new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
@@ -199,9 +217,22 @@ fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]
             w.finish();
             release(nbuf);
             release(buf);
-            return;
+            return pages + 1;
         }
         release(buf);
         blk = next;
     }
+}
+
+/// Pages in a chain from `blk` to its end (bounded by the long-chain threshold: enough to decide).
+fn chain_rest(index: pg_sys::Relation, mut blk: pg_sys::BlockNumber) -> usize {
+    let mut pages = 0;
+    while blk != page::INVALID_BLOCK && pages <= grow::LONG_CHAIN_PAGES {
+        let buf = read_locked(index, blk, false);
+        // SAFETY: share-locked page.
+        blk = unsafe { (*page::opaque(page_of(buf))).next };
+        release(buf);
+        pages += 1;
+    }
+    pages
 }

@@ -6,6 +6,8 @@
 pub mod build;
 pub mod check;
 pub mod cost;
+pub mod grow;
+pub mod info;
 pub mod insert;
 pub mod options;
 pub mod page;

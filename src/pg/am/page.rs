@@ -59,6 +59,9 @@ pub struct Meta {
     pub built_rows: u64,
     /// Changes whenever the hash model changes (build, first insert); keys the backend's model cache.
     pub build_id: u64,
+    /// Index size in blocks when this layout was chosen (grow.rs rebuilds the bucket structure once the
+    /// index has doubled). Appended in 0.2.0: older meta pages read 0 here.
+    pub built_blocks: u32,
 }
 
 /// Bytes usable for raw arrays (mean, directory) on one page.

@@ -6,6 +6,7 @@
 //! probes further, until every bucket was visited: filtered queries return their LIMIT when the rows exist.
 //! Rows of later batches may be closer than the last one returned before them (relaxed order).
 
+use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorRef};
 use super::shape::{self, page_of, read_locked, release, Shape};
 use crate::pg::fmgr::error;
@@ -217,10 +218,11 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
         }
         let head = shape.head(pr.table as usize, pr.code);
         let sketch = &st.sketch;
+        let build_id = shape.meta.build_id;
         let entries = st
             .chains
             .entry(head)
-            .or_insert_with(|| read_chain(index, head, sketch));
+            .or_insert_with(|| read_chain(index, head, sketch, build_id));
         for &(code, v, ham) in entries.iter() {
             if code == pr.code && st.seen.insert(v) {
                 st.pending.push((ham, v));
@@ -236,6 +238,7 @@ fn read_chain(
     index: pg_sys::Relation,
     head: pg_sys::BlockNumber,
     q: &[u64],
+    build_id: u64,
 ) -> Vec<(u32, VectorRef, u32)> {
     let mut out = Vec::new();
     let mut blk = head;
@@ -247,6 +250,11 @@ fn read_chain(
         unsafe {
             if page::kind(p) != page::KIND_BUCKET {
                 release(buf);
+                if structure_changed(index, build_id) {
+                    // A standby replayed a rebuild of the bucket structure (grow.rs) while this scan
+                    // was reading the old one: the rest of this chain is gone.
+                    return out;
+                }
                 error(
                     PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
                     format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
@@ -263,6 +271,11 @@ fn read_chain(
         release(buf);
     }
     out
+}
+
+/// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
+fn structure_changed(index: pg_sys::Relation, build_id: u64) -> bool {
+    shape::read_meta(index).build_id != build_id
 }
 
 /// Scan settings for this index: the GUCs, or automatic values from its size.
@@ -333,6 +346,20 @@ pub unsafe extern "C-unwind" fn amgettuple(
     // SAFETY: `scan` is a live scan made by ambeginscan; opaque holds our ScanState.
     unsafe {
         let st = &mut *((*scan).opaque as *mut ScanState);
+        // Each batch reads the bucket structure under its share lock (grow.rs); between batches the
+        // structure may be rebuilt: the candidates already found stay valid (vectors never move), the
+        // old chains do not, so probing stops and the scan drains what it has.
+        let need_batch = !st.started || (st.results.is_empty() && !st.done && !st.null_query);
+        let _shared = need_batch.then(|| SharedStructure::lock((*scan).indexRelation));
+        if need_batch
+            && st.probes.is_some()
+            && st
+                .shape
+                .as_ref()
+                .is_some_and(|sh| structure_changed((*scan).indexRelation, sh.meta.build_id))
+        {
+            st.probes = None;
+        }
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
             start(scan, st);

@@ -2,6 +2,7 @@
 //! from every chain, then frees the vector items (line pointers stay put, so no other address moves) and
 //! records the reclaimed room in the free space map for later inserts. `amvacuumcleanup` reports sizes.
 
+use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, page_of, read_locked_with, release};
 use super::xlog::PageWrite;
@@ -38,6 +39,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: `info` is valid for the duration of the call.
     let (index, strategy) = unsafe { ((*info).index, (*info).strategy) };
     let callback = callback.expect("bulk delete callback");
+    // Bucket pages are found by block number below: the structure must not be rebuilt meanwhile.
+    let _shared = SharedStructure::lock(index);
     let nblocks = shape::nblocks(index);
     let mut dead: HashSet<VectorRef> = HashSet::new();
     let mut live = 0f64;

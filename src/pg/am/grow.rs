@@ -1,0 +1,192 @@
+//! Growing an index in place. An index keeps the layout chosen when it was built (bits per table, the
+//! centring mean, superbucket directory): right for the rows it was built on, wrong once far more arrive
+//! (an index created before its data, or after TRUNCATE, gets one superbucket chain per table, and every
+//! insert and scan walks it whole). So when an insert finds its superbucket chain longer than
+//! [`LONG_CHAIN_PAGES`] pages and the index has at least doubled in pages since its layout was chosen, the
+//! bucket structure is rebuilt from the vectors already stored in the index — a REINDEX without the
+//! heap scan and without moving any vector: bits from the row count, the mean of the stored vectors,
+//! superbuckets of about 128 rows. Chains stay a few pages long as the index grows, at an amortised cost
+//! (each rebuild hashes the rows once; rebuilds come at geometrically growing sizes).
+//!
+//! Interlock: a heavyweight lock on the meta page. Inserts, each batch of a scan, VACUUM's bulk delete and
+//! `lsh_index_check` hold it in share mode; a rebuild takes it exclusively, and only if that is possible at
+//! once (`ConditionalLockPage`: it never waits, so it can neither deadlock nor stall the insert that
+//! triggered it; a later insert tries again).
+//!
+//! Crash safety: the new chains, mean and directory are written to new pages first (unreachable until the
+//! switch), then the meta page is rewritten in one WAL record (the switch, with a new build id so every
+//! backend reloads its cached shape), then the old structure pages are zeroed (WAL-logged) and offered to
+//! inserts through the free space map. A crash before the switch leaves the old structure in use; after
+//! it, the new one. Either way the pages of the other are left unused (space, not correctness).
+//! A standby replays the same records; a scan there that meets a zeroed page in a chain it started on
+//! before the switch stops reading that chain (see scan.rs).
+
+use super::build::{write_meta_page, write_structure};
+use super::options;
+use super::page::{self, VectorItem, VectorRef};
+use super::shape::{self, page_of, read_locked, release, Shape};
+use super::xlog::PageWrite;
+use imgsim_algo::lsh::{LshParams, MeanAccumulator};
+use pgrx::pg_sys;
+
+/// A superbucket chain longer than this many pages asks for a rebuild of the bucket structure.
+pub const LONG_CHAIN_PAGES: usize = 8;
+
+/// The meta page's heavyweight lock in share mode, released on drop (also when an ERROR unwinds).
+pub struct SharedStructure {
+    index: pg_sys::Relation,
+}
+
+impl SharedStructure {
+    pub fn lock(index: pg_sys::Relation) -> SharedStructure {
+        // SAFETY: `index` is open; page locks are ordinary lock-manager locks, released at transaction
+        // end at the latest.
+        unsafe {
+            pg_sys::LockPage(
+                index,
+                page::META_BLOCK,
+                pg_sys::ShareLock as pg_sys::LOCKMODE,
+            )
+        };
+        SharedStructure { index }
+    }
+}
+
+impl Drop for SharedStructure {
+    fn drop(&mut self) {
+        // SAFETY: this guard took exactly this lock.
+        unsafe {
+            pg_sys::UnlockPage(
+                self.index,
+                page::META_BLOCK,
+                pg_sys::ShareLock as pg_sys::LOCKMODE,
+            )
+        };
+    }
+}
+
+/// Whether the index has outgrown the layout in `meta`: twice the pages it had when the layout was
+/// chosen (indexes written before `built_blocks` existed have 0 there and qualify).
+fn outgrown(meta: &page::Meta, nblocks: pg_sys::BlockNumber) -> bool {
+    nblocks >= meta.built_blocks.saturating_mul(2)
+}
+
+/// Called by an insert that met a long chain, holding no lock of ours: rebuilds the bucket structure if
+/// the index has outgrown its layout and no other backend is using the structure right now.
+pub fn maybe_rebuild(index: pg_sys::Relation) {
+    let lock = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+    // Cheap test first, without the lock.
+    let meta = shape::read_meta(index);
+    if meta.dims == 0 || !outgrown(&meta, shape::nblocks(index)) {
+        return;
+    }
+    // SAFETY: a conditional lock-manager lock on our own index's meta page; released below.
+    if !unsafe { pg_sys::ConditionalLockPage(index, page::META_BLOCK, lock) } {
+        return;
+    }
+    // Under the lock, again: another backend may just have rebuilt it.
+    let meta = shape::read_meta(index);
+    if meta.dims != 0 && outgrown(&meta, shape::nblocks(index)) {
+        if let Some(old) = shape::load(index) {
+            rebuild(index, &old);
+        }
+    }
+    // SAFETY: taken above. (On ERROR the transaction's abort releases it.)
+    unsafe { pg_sys::UnlockPage(index, page::META_BLOCK, lock) };
+}
+
+/// Every stored vector not flagged deleted, and the mean the hash model centres on.
+fn stored_vectors(index: pg_sys::Relation, old: &Shape) -> (Vec<VectorRef>, MeanAccumulator) {
+    let params = old.params();
+    let mut mean = MeanAccumulator::new(params.dims as usize, params.metric);
+    let mut vrefs = Vec::new();
+    let mut values = Vec::with_capacity(params.dims as usize);
+    for blk in 1..shape::nblocks(index) {
+        pg_sys::check_for_interrupts!();
+        let buf = read_locked(index, blk, false);
+        let p = page_of(buf);
+        // SAFETY: the page is share-locked while its items are decoded.
+        unsafe {
+            if page::kind(p) == page::KIND_VECTOR {
+                for off in 1..=page::max_offset(p) {
+                    let Some(b) = page::item(p, off) else {
+                        continue;
+                    };
+                    let item = VectorItem::parse(b);
+                    if item.deleted() {
+                        continue;
+                    }
+                    item.values_into(&mut values);
+                    // Every stored row is kept; only the mean skips what it cannot use.
+                    let _ = mean.add(&values);
+                    vrefs.push(VectorRef::new(blk, off));
+                }
+            }
+        }
+        release(buf);
+    }
+    (vrefs, mean)
+}
+
+/// Blocks of the structure `old` points at: every page of its chains, its mean and its directory.
+fn structure_blocks(index: pg_sys::Relation, old: &Shape) -> Vec<pg_sys::BlockNumber> {
+    let nblocks = shape::nblocks(index);
+    let mut out: Vec<pg_sys::BlockNumber> = (old.meta.mean_start
+        ..old.meta.mean_start + old.meta.mean_pages)
+        .chain(old.meta.dir_start..old.meta.dir_start + old.meta.dir_pages)
+        .collect();
+    for &head in &old.heads {
+        let mut blk = head;
+        while blk != page::INVALID_BLOCK && blk < nblocks {
+            let buf = read_locked(index, blk, false);
+            let p = page_of(buf);
+            // SAFETY: share-locked page.
+            let next = unsafe {
+                if page::kind(p) == page::KIND_BUCKET {
+                    (*page::opaque(p)).next
+                } else {
+                    page::INVALID_BLOCK
+                }
+            };
+            release(buf);
+            out.push(blk);
+            blk = next;
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Rebuilds the bucket structure from the stored vectors (exclusive meta page lock held).
+fn rebuild(index: pg_sys::Relation, old: &Shape) {
+    let (vrefs, mean) = stored_vectors(index, old);
+    let params = old.params();
+    let new_params = options::params(
+        index,
+        params.dims as usize,
+        params.metric,
+        LshParams::suggested_bits(vrefs.len() as u64),
+    );
+    let old_blocks = structure_blocks(index, old);
+    let meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
+    // The switch: one WAL record.
+    let buf = read_locked(index, page::META_BLOCK, true);
+    write_meta_page(index, buf, &meta);
+    release(buf);
+    // The old structure's pages become free pages for vectors.
+    for blk in old_blocks {
+        let buf = read_locked(index, blk, true);
+        let mut w = PageWrite::start(index);
+        let p = w.page(buf, true);
+        // SAFETY: `p` is the registered full image of the exclusively locked page; zeroed whole, it
+        // is a new (PageIsNew) page that inserts initialise as a vector page.
+        unsafe { std::ptr::write_bytes(p as *mut u8, 0, pg_sys::BLCKSZ as usize) };
+        w.finish();
+        // SAFETY: recording the free page in the free space map.
+        unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, pg_sys::BLCKSZ as usize / 2) };
+        release(buf);
+    }
+    // SAFETY: make the recorded free space visible to searches from the FSM's root.
+    unsafe { pg_sys::IndexFreeSpaceMapVacuum(index) };
+}
