@@ -13,6 +13,7 @@
 #            is gone with its transaction, the table is intact and the index builds again.
 #   round 4: SIGKILL in the middle of VACUUM's pass over the index: scans still find the live rows, and
 #            the next VACUUM finishes the job (lsh_index_check clean, index holds exactly the live rows).
+#   round 5: SIGKILL while an index created on an empty table rebuilds its bucket structure (grow.rs).
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -277,6 +278,55 @@ if cluster_start p; then
     "$n vectors (0 flagged deleted), $n live heap rows"
 else
   fail "crash round 4: server does not restart: $(tail -5 "$(cluster_log p)")"
+fi
+
+# Round 5: crash while an index created on an empty table rebuilds its bucket structure as it grows
+# (grow.rs). A poller sees the rebuild's exclusive lock on the index's meta page and the cluster is killed
+# at once: before the meta page switch the old structure is in use, after it the new one.
+cq p >/dev/null <<'SQL' || fail "crash round 5: setup"
+CREATE TABLE g (id int PRIMARY KEY, v embedding(48) NOT NULL);
+CREATE INDEX g_idx ON g USING lsh (v);
+INSERT INTO g SELECT i, ARRAY(SELECT (i % 23) + random() FROM generate_series(1, 48))::embedding FROM generate_series(1, 2000) i;
+CHECKPOINT;
+SQL
+"$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt >"$work/poll.out" 2>&1 <<'SQL' &
+DO $$
+BEGIN
+  FOR i IN 1 .. 120000 LOOP
+    IF EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'page' AND relation = 'g_idx'::regclass AND page = 0
+                 AND mode = 'ExclusiveLock' AND granted) THEN
+      RAISE NOTICE 'rebuild seen';
+      RETURN;
+    END IF;
+    PERFORM pg_sleep(0.0005);
+  END LOOP;
+END $$;
+SQL
+poller=$!
+"$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+  -c "INSERT INTO g SELECT i, ARRAY(SELECT (i % 23) + random() FROM generate_series(1, 48))::embedding FROM generate_series(2001, 200000) i" \
+  >"$work/grow_insert.out" 2>&1 &
+wait "$poller"
+cluster_crash p || fail "crash round 5: could not kill the cluster"
+echo "round 5: SIGKILL $(grep -o 'rebuild seen' "$work/poll.out" || echo 'without having seen a rebuild') "
+wait_clients
+if cluster_start p; then
+  pass "crash round 5: server restarts after SIGKILL during a rebuild of the bucket structure"
+  expect_eq "crash round 5: the rebuild was caught in the act" "$(grep -c 'rebuild seen' "$work/poll.out")" 1
+  expect_eq "crash round 5: the committed rows survive, the interrupted insert is gone" "$(cq p -c "SELECT count(*) FROM g")" 2000
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('g_idx')" 2>&1)
+  expect_eq "crash round 5: lsh_index_check clean after recovery" "$(lines "$problems")" ""
+  bad=$(cq p -c "SET enable_seqscan = off" \
+    -c "SELECT id FROM g WHERE id % 20 = 0 AND id <> (SELECT g2.id FROM g g2 ORDER BY g2.v <-> g.v LIMIT 1)" 2>&1)
+  expect_eq "crash round 5: sampled rows are their own nearest neighbours" "$(lines "$bad")" ""
+  cq p -c "INSERT INTO g SELECT i, ARRAY(SELECT (i % 23) + random() FROM generate_series(1, 48))::embedding FROM generate_series(2001, 12000) i" >/dev/null ||
+    fail "crash round 5: inserts after recovery"
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('g_idx')" 2>&1)
+  expect_eq "crash round 5: the index grows again after recovery, clean" "$(lines "$problems")" ""
+  expect_eq "crash round 5: the grown layout has more than one superbucket" \
+    "$(cq p -c "SELECT superbuckets > 1 FROM lsh_index_info('g_idx')")" "t"
+else
+  fail "crash round 5: server does not restart: $(tail -5 "$(cluster_log p)")"
 fi
 
 panics=$(grep -E 'PANIC|TRAP:|was terminated by signal (6|11)' "$(cluster_log p)" | head -5)

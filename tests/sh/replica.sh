@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Physical replication of the lsh index (its pages are WAL-logged through GenericXLog): a streaming
 # standby made with pg_basebackup -R replays CREATE INDEX, inserts, DELETE + VACUUM, the first insert
-# into an index built on an empty table, and a REINDEX with new options; index scans on the standby
+# into an index built on an empty table and its in-place layout rebuilds as it grows, and a REINDEX with
+# new options; index scans on the standby
 # return exactly the primary's top-10 ids, and lsh_index_check is clean on both.
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
@@ -42,10 +43,12 @@ INSERT INTO t SELECT g, near(1 + g % 40, g) FROM generate_series(3001, 3600) g;
 DELETE FROM t WHERE id % 7 = 0;
 VACUUM t;
 INSERT INTO t SELECT g, near(1 + g % 40, g) FROM generate_series(3601, 4200) g;
--- An index built on an empty table: the first insert sets it up.
+-- An index built on an empty table: the first insert sets it up, and it rebuilds its bucket structure
+-- in place as it grows (grow.rs), which the standby replays.
 CREATE TABLE e (id int PRIMARY KEY, v embedding(16));
 CREATE INDEX eidx ON e USING lsh (v) WITH (tables = 3);
 INSERT INTO e SELECT g, near(1 + g % 40, g) FROM generate_series(1, 800) g;
+INSERT INTO e SELECT g, near(1 + g % 40, g) FROM generate_series(801, 12000) g;
 -- 20 query vectors near the data.
 CREATE TABLE q AS SELECT g AS qid, near(1 + (g * 7) % 40, -g) AS v FROM generate_series(1, 20) g;
 SQL
@@ -78,6 +81,11 @@ for tbl in t e; do
   expect_eq "replica: $tbl: 20 queries, top-10 ids on the standby == on the primary" "$stby" "$prim"
 done
 
+expect_eq "replica: eidx grew on the primary, the standby has the same layout" \
+  "$(cq s -c "SELECT superbuckets > 1, bits, layout_rows FROM lsh_index_info('eidx')")" \
+  "$(cq p -c "SELECT superbuckets > 1, bits, layout_rows FROM lsh_index_info('eidx')")"
+expect_eq "replica: eidx grew past one superbucket per table" "$(cq p -c "SELECT superbuckets > 1 FROM lsh_index_info('eidx')")" "t"
+
 # The index finds real neighbours (recall@10 against the exact answer, on the primary).
 exact=$(cq p -c "SET enable_indexscan = off" -c "
   SELECT q.qid, (SELECT string_agg(id::text, ',') FROM (SELECT id FROM t ORDER BY t.v <-> q.v LIMIT 10) s)
@@ -97,7 +105,7 @@ done
 # must see the new index (the backends' shape cache is keyed by the meta page's build id).
 cat >"$(cluster_dir s)/reindex.sh" <<EOF
 . "$here/cluster.sh"; CLUSTER_BASE=$CLUSTER_BASE
-cq p -c "ALTER INDEX idx SET (bits = 6, tables = 2)" -c "REINDEX INDEX idx" -c "INSERT INTO t SELECT g, near(1 + g % 40, g) FROM generate_series(4201, 4300) g"
+cq p -c "SET client_min_messages = warning" -c "ALTER INDEX idx SET (bits = 6, tables = 2)" -c "REINDEX INDEX idx" -c "INSERT INTO t SELECT g, near(1 + g % 40, g) FROM generate_series(4201, 4300) g"
 lsn=\$(cq p -c "SELECT pg_current_wal_lsn()")
 for i in \$(seq 1 600); do [ "\$(cq s -c "SELECT pg_last_wal_replay_lsn() >= '\$lsn'::pg_lsn")" = t ] && break; sleep 0.2; done
 EOF

@@ -151,29 +151,26 @@ impl BuildState {
     }
 }
 
-/// Below this many rows a build says that the index's layout will not follow the data that comes later.
+/// Below this many rows a build says that the index's layout is provisional.
 const SMALL_BUILD_ROWS: usize = 10_000;
 
-/// NOTICE when CREATE INDEX / REINDEX saw too few rows to choose the layout (bits per table, centring
-/// mean): the layout stays as chosen now, so an index created before its data needs a REINDEX after
-/// the load to reach the recall and speed of one built on the data.
+/// NOTICE when CREATE INDEX / REINDEX saw too few rows to choose the layout for good (bits per table,
+/// centring mean, superbuckets): it is rebuilt in place as rows arrive (grow.rs), at a cost.
 fn small_build_notice(rows: usize) {
     if rows >= SMALL_BUILD_ROWS {
         return;
     }
     let what = if rows == 0 {
-        "lsh index built on an empty table: the first insert fixes its layout (for 100000 rows, centred \
-         on zero)"
-            .to_string()
+        "lsh index created on an empty table: its layout is provisional".to_string()
     } else {
-        format!("lsh index built from only {rows} rows: its layout is fixed from them")
+        format!("lsh index built from only {rows} rows: its layout is provisional")
     };
     pgrx::ereport!(
         pgrx::PgLogLevel::NOTICE,
         PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
         what,
-        "An lsh index does not change its layout as rows arrive: REINDEX it after loading the data \
-         (then its buckets, centring and scan settings follow the data)."
+        "As rows arrive the index rebuilds its bucket layout in place each time it has doubled in size \
+         (lsh_index_info shows it); a REINDEX after a bulk load gives the final layout at once."
     );
 }
 
