@@ -146,6 +146,11 @@ pub struct LshParams {
 /// Version of the plane-generation procedure written into [`LshParams::to_bytes`].
 pub const PLANES_VERSION: u8 = 1;
 
+/// Written instead of [`PLANES_VERSION`] by norm-augmented inner-product indexes (`max_norm > 0`,
+/// planes of `dims + 1` values): a build without norm augmentation, which ignores bytes 26..32,
+/// refuses such an index ("planes version 2") instead of hashing it wrongly.
+pub const PLANES_VERSION_AUGMENTED: u8 = 2;
+
 impl LshParams {
     /// Largest supported `dims`.
     pub const MAX_DIMS: u32 = 16_000;
@@ -247,8 +252,9 @@ impl LshParams {
     }
 
     /// 32 little-endian bytes: dims u32, bits u32, tables u32, sketch_bits u32, seed u64, metric u8,
-    /// [`PLANES_VERSION`] u8, max_norm f32, 2 zero bytes. Bytes 26..30 were zero before norm
-    /// augmentation existed, so older indexes decode with `max_norm == 0` (unchanged hashing).
+    /// [`PLANES_VERSION`] u8 ([`PLANES_VERSION_AUGMENTED`] when `max_norm > 0`), max_norm f32, 2 zero
+    /// bytes. Bytes 26..30 were zero before norm augmentation existed, so older indexes decode with
+    /// `max_norm == 0` (unchanged hashing).
     pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
         let mut b = [0u8; Self::ENCODED_LEN];
         b[0..4].copy_from_slice(&self.dims.to_le_bytes());
@@ -257,7 +263,11 @@ impl LshParams {
         b[12..16].copy_from_slice(&self.sketch_bits.to_le_bytes());
         b[16..24].copy_from_slice(&self.seed.to_le_bytes());
         b[24] = self.metric.to_u8();
-        b[25] = PLANES_VERSION;
+        b[25] = if self.augmented() {
+            PLANES_VERSION_AUGMENTED
+        } else {
+            PLANES_VERSION
+        };
         b[26..30].copy_from_slice(&self.max_norm.to_le_bytes());
         b
     }
@@ -272,9 +282,9 @@ impl LshParams {
             )));
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        if b[25] != PLANES_VERSION {
+        if b[25] != PLANES_VERSION && b[25] != PLANES_VERSION_AUGMENTED {
             return Err(LshError::BadEncoding(format!(
-                "planes version {} (this build knows {PLANES_VERSION})",
+                "planes version {} (this build knows {PLANES_VERSION} and {PLANES_VERSION_AUGMENTED})",
                 b[25]
             )));
         }
@@ -290,6 +300,12 @@ impl LshParams {
             max_norm: f32::from_le_bytes(b[26..30].try_into().unwrap()),
         };
         p.validate()?;
+        if (b[25] == PLANES_VERSION_AUGMENTED) != p.augmented() {
+            return Err(LshError::BadEncoding(format!(
+                "planes version {} with max_norm {}",
+                b[25], p.max_norm
+            )));
+        }
         Ok(p)
     }
 }

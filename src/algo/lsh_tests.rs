@@ -544,14 +544,23 @@ fn params_encode_max_norm_and_legacy_decodes_unchanged() {
     assert!(p.augmented());
     assert_eq!(p.hash_dims(), 41);
     let b = p.to_bytes();
+    assert_eq!(b[25], PLANES_VERSION_AUGMENTED);
     assert_eq!(&b[26..30], &3.5f32.to_le_bytes());
     assert_eq!(&b[30..32], &[0, 0]);
     assert_eq!(LshParams::from_bytes(&b).unwrap(), p);
+    // Version and max_norm must agree.
+    let mut v1 = b;
+    v1[25] = PLANES_VERSION;
+    assert!(LshParams::from_bytes(&v1).is_err());
 
     // An inner-product index written before augmentation: bytes 26..32 zero.
     let legacy = LshParams { max_norm: 0.0, ..p };
     let lb = legacy.to_bytes();
+    assert_eq!(lb[25], PLANES_VERSION);
     assert_eq!(&lb[26..32], &[0u8; 6]);
+    let mut v2 = lb;
+    v2[25] = PLANES_VERSION_AUGMENTED;
+    assert!(LshParams::from_bytes(&v2).is_err());
     let mut old = [0u8; 32];
     old[..26].copy_from_slice(&lb[..26]);
     let d = LshParams::from_bytes(&old).unwrap();

@@ -8,7 +8,7 @@ use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, block_of, new_buffer, page_of, read_locked, release, Shape};
 use super::xlog::PageWrite;
 use crate::pg::types::embedding::EmbeddingRef;
-use imgsim_algo::lsh::LshParams;
+use imgsim_algo::lsh::{LshParams, Metric};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -45,7 +45,7 @@ pub unsafe extern "C-unwind" fn aminsert(
 
 /// Inserts one row (used by aminsert).
 pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) {
-    let shape = shape::load(index).unwrap_or_else(|| initialise(index, values.len()));
+    let shape = shape::load(index).unwrap_or_else(|| initialise(index, values));
     if values.len() != shape.dims() {
         shape::dims_mismatch(shape.dims(), values.len());
     }
@@ -65,9 +65,15 @@ pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values:
     }
 }
 
-/// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork),
-/// under the meta page's exclusive lock, and returns its shape.
-fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
+/// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork, or
+/// an inner-product index built on an empty table), under the meta page's exclusive lock, from its first
+/// row `first`, and returns its shape.
+///
+/// Inner product: the norm augmentation's M (normally the largest norm at build) is taken as twice the
+/// first row's norm (1 for a zero row). Later rows longer than M are still indexed (last augmented
+/// component 0), with lower recall; REINDEX after loading sets M from the data.
+fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
+    let dims = first.len();
     let buf = read_locked(index, page::META_BLOCK, true);
     // SAFETY: block 0 is exclusively locked.
     let meta = unsafe { page::read_meta(page_of(buf)) };
@@ -76,12 +82,27 @@ fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
         let metric = super::index_metric(index);
         // Built empty: no rows to size the buckets by, so the 100k-row recommendation.
         let auto_bits = LshParams::recommended(dims as u32, metric).bits;
-        let params = options::params(index, dims, metric, auto_bits);
-        let meta = write_structure(index, params, vec![0.0; dims], &[], false);
+        let mut params = options::params(index, dims, metric, auto_bits);
+        if metric == Metric::InnerProduct {
+            params.max_norm = first_row_max_norm(first);
+        }
+        let mean = vec![0.0; params.hash_dims() as usize];
+        let meta = write_structure(index, params, mean, &[], false);
         write_meta_page(index, buf, &meta);
     }
     release(buf);
     shape::load(index).expect("lsh index initialised")
+}
+
+/// M of an inner-product index set up at its first insert: 2 × the first row's norm, or 1 when that is
+/// not a positive finite number.
+fn first_row_max_norm(first: &[f32]) -> f32 {
+    let m = 2.0 * imgsim_algo::distance::norm(first);
+    if m > 0.0 && m.is_finite() {
+        m
+    } else {
+        1.0
+    }
 }
 
 thread_local! {
