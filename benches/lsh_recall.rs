@@ -6,7 +6,11 @@
 //! Run: `cargo bench -p imgsim-algo --bench lsh_recall` (about 2–3 minutes on 2 busy cores).
 //! Options (after `--`): `--rows N` (default 100000), `--queries Q` (200), `--metric l2|cosine|ip`
 //! (synthetic set; npy files are measured with cosine), `--npy FILE` (instead of .cache/emb/*.npy;
-//! repeatable), `--no-npy`, `--npy-only`, `--max-rows N` (cap for npy files, default 200000).
+//! repeatable), `--no-npy`, `--npy-only`, `--max-rows N` (cap for npy files, default 200000),
+//! `--norms none|unit|uniform|lognormal` (synthetic rows normalised, or scaled by a factor uniform in
+//! [0.5, 2] or exp(0.5·N(0, 1)), for inner product with varying norms; default none), `--defaults-only` (skip
+//! the sweep: build and measure only the recommended defaults), `--ip-legacy` (inner product hashed
+//! like cosine, as indexes written before norm augmentation).
 //! Swept: bits = suggested_bits(rows) + {-4, -2, 0, +2}, tables {4, 8, 16}, sketch {256, 512},
 //! max_candidates {1, 2, 4, 8} % of rows ({10, 20, 40, 80} % under 10k rows), rerank {50, 100,
 //! 200, 400}.
@@ -15,7 +19,7 @@
 //! `MemIndex::truncated` (plane prefixes), so the sweep hashes the data only once.
 
 use imgsim_algo::lsh::{exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, SearchParams};
-use imgsim_algo::synth::{ClusterSpec, Clustered};
+use imgsim_algo::synth::{scale_norms, ClusterSpec, Clustered, NormSpread};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,6 +42,9 @@ struct Opts {
     synthetic: bool,
     max_rows: usize,
     npy_files: Vec<PathBuf>,
+    norms: NormSpread,
+    defaults_only: bool,
+    ip_legacy: bool,
 }
 
 fn parse() -> Opts {
@@ -49,6 +56,9 @@ fn parse() -> Opts {
         synthetic: true,
         max_rows: 200_000,
         npy_files: Vec::new(),
+        norms: NormSpread::None,
+        defaults_only: false,
+        ip_legacy: false,
     };
     let a: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -80,6 +90,18 @@ fn parse() -> Opts {
                 o.npy_files.push(PathBuf::from(val(i)));
                 i += 1;
             }
+            "--norms" => {
+                o.norms = match val(i).as_str() {
+                    "none" => NormSpread::None,
+                    "unit" => NormSpread::Unit,
+                    "uniform" => NormSpread::Uniform,
+                    "lognormal" => NormSpread::LogNormal,
+                    m => panic!("unknown norm spread {m}"),
+                };
+                i += 1;
+            }
+            "--defaults-only" => o.defaults_only = true,
+            "--ip-legacy" => o.ip_legacy = true,
             "--no-npy" => o.npy = false,
             "--npy-only" => o.synthetic = false,
             _ => {} // --bench from cargo
@@ -153,7 +175,7 @@ fn cost(r: &Row) -> f64 {
     r.probes + 0.01 * r.entries + 3.0 * r.rerank as f64
 }
 
-fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Metric) {
+fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Metric, o: &Opts) {
     let rows = data.len() / dims;
     let nq = queries.len() / dims;
     let sb = LshParams::suggested_bits(rows as u64) as i32;
@@ -177,8 +199,29 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
         .map(|q| exact_knn(&data, dims, q, K, metric))
         .collect();
     let exact_ms = t.elapsed().as_secs_f64() * 1e3 / nq as f64;
+    let build = |p: LshParams, data: &[f32]| {
+        if o.ip_legacy {
+            MemIndex::build_legacy(p, data)
+        } else {
+            MemIndex::build(p, data)
+        }
+        .expect("build")
+    };
+    let mut rec = LshParams::recommended(dims as u32, metric);
+    rec.bits = LshParams::suggested_bits(rows as u64).min(max_bits);
+    if o.defaults_only {
+        let t = Instant::now();
+        let idx = build(rec, &data);
+        println!(
+            "exact scan: {exact_ms:.2} ms/query; hashing all rows at the defaults: {:.1} s (max_norm {})",
+            t.elapsed().as_secs_f64(),
+            idx.model().params().max_norm
+        );
+        report_defaults(&idx, rec, queries, &truth, rows, dims);
+        return;
+    }
     let t = Instant::now();
-    let big = MemIndex::build(
+    let big = build(
         LshParams {
             dims: dims as u32,
             bits: max_bits,
@@ -186,10 +229,10 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
             sketch_bits: *SKETCH.last().unwrap(),
             seed: LshParams::recommended(dims as u32, metric).seed,
             metric,
+            max_norm: 0.0,
         },
         &data,
-    )
-    .expect("build");
+    );
     drop(data);
     println!(
         "exact scan: {exact_ms:.2} ms/query; hashing all rows at bits {max_bits}, 16 tables, 512-bit sketch: {:.1} s",
@@ -307,17 +350,27 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
         println!("  (none)");
     }
 
-    // The recommended defaults, and the effect of a probe cap on them.
-    let mut rec = LshParams::recommended(dims as u32, metric);
-    rec.bits = LshParams::suggested_bits(rows as u64).min(max_bits);
+    let idx = big
+        .truncated(rec.bits, rec.tables, rec.sketch_bits)
+        .expect("truncate");
+    report_defaults(&idx, rec, queries, &truth, rows, dims);
+}
+
+/// The recommended defaults (`idx` built or truncated to `rec`), and the effect of a probe cap on them.
+fn report_defaults(
+    idx: &MemIndex,
+    rec: LshParams,
+    queries: &[f32],
+    truth: &[Vec<Neighbor>],
+    rows: usize,
+    dims: usize,
+) {
+    let nq = truth.len();
     let base = SearchParams::for_rows(rows as u64, K);
     println!(
         "\nrecommended defaults (LshParams::recommended with bits = suggested_bits(rows), SearchParams::for_rows(rows)): bits {}, tables {}, sketch {}, max_candidates {}, max_probes {}, rerank {}",
         rec.bits, rec.tables, rec.sketch_bits, base.max_candidates, base.max_probes, base.rerank
     );
-    let idx = big
-        .truncated(rec.bits, rec.tables, rec.sketch_bits)
-        .expect("truncate");
     let counts = idx.bucket_counts();
     println!(
         "  non-empty buckets per table: {:.0} of {} (avg {:.1} rows per non-empty bucket)",
@@ -333,18 +386,28 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
         let sp = SearchParams { max_probes, ..base };
         let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
         let t = Instant::now();
-        for (q, tr) in queries.chunks_exact(dims).zip(&truth) {
+        for (q, tr) in queries.chunks_exact(dims).zip(truth) {
             let r = idx.search(q, &sp).expect("search");
             rc += recall(&r.neighbors, tr);
             cand += r.candidates;
             probes += r.probes;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / nq as f64;
+        if max_probes == base.max_probes {
+            println!(
+                "  defaults: recall@{K} {:.3}, {:.0} candidates, {:.0} probes, {us:.0} us/query ({:.0} candidates/ms)",
+                rc / nq as f64,
+                cand as f64 / nq as f64,
+                probes as f64 / nq as f64,
+                cand as f64 / nq as f64 / (us / 1e3)
+            );
         }
         println!(
             "{max_probes:>10} | {:>6.3} {:>7.0} {:>7.0} {:>7.0}",
             rc / nq as f64,
             cand as f64 / nq as f64,
             probes as f64 / nq as f64,
-            t.elapsed().as_secs_f64() * 1e6 / nq as f64
+            us
         );
     }
 }
@@ -370,13 +433,19 @@ fn main() {
     if o.synthetic {
         let spec = ClusterSpec::default_512();
         let gen = Clustered::new(spec);
-        let data = gen.points(o.rows, 0);
+        let mut data = gen.points(o.rows, 0);
+        scale_norms(&mut data, spec.dims, o.norms, 0x5ca1e);
         let queries = gen.points(o.queries, 1);
         let name = format!(
-            "synthetic clustered ReLU ({} clusters x {} sub-clusters, sub_spread {}, noise {})",
-            spec.clusters, spec.subclusters, spec.sub_spread, spec.noise
+            "synthetic clustered ReLU ({} clusters x {} sub-clusters, sub_spread {}, noise {}, norms {:?}{})",
+            spec.clusters,
+            spec.subclusters,
+            spec.sub_spread,
+            spec.noise,
+            o.norms,
+            if o.ip_legacy { ", legacy ip hashing" } else { "" }
         );
-        run_set(&name, data, &queries, spec.dims, o.metric);
+        run_set(&name, data, &queries, spec.dims, o.metric, &o);
     }
     if o.npy {
         let files = if o.npy_files.is_empty() {
@@ -409,7 +478,14 @@ fn main() {
                         }
                     }
                     drop(v);
-                    run_set(&f.display().to_string(), data, &queries, d, Metric::Cosine);
+                    run_set(
+                        &f.display().to_string(),
+                        data,
+                        &queries,
+                        d,
+                        Metric::Cosine,
+                        &o,
+                    );
                 }
                 Err(e) => println!("\n{}: {e}, skipped", f.display()),
             }

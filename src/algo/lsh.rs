@@ -1,9 +1,10 @@
 //! Sign-random-projection LSH with query-directed multi-probe and bit sketches.
 //!
 //! # The scheme
-//! * Every indexed vector is first *prepared*: for [`Metric::Cosine`] and [`Metric::InnerProduct`] it
-//!   is scaled to unit length; then the index's mean vector (of prepared vectors, computed at build
-//!   with [`MeanAccumulator`]) is subtracted. Centring matters for non-negative (ReLU) embeddings: they
+//! * Every indexed vector is first *prepared*: for [`Metric::Cosine`] (and legacy
+//!   [`Metric::InnerProduct`] indexes) it is scaled to unit length; inner-product indexes built by this
+//!   version are *norm-augmented* instead (see below); then the index's mean vector (of prepared
+//!   vectors, computed at build with [`MeanAccumulator`]) is subtracted. Centring matters for non-negative (ReLU) embeddings: they
 //!   all live in one orthant, and uncentred hyperplanes through the origin would put most of them on
 //!   the same side.
 //! * `tables` (L) hash tables, each with `bits` (k ≤ 32) unit-length Gaussian hyperplanes. The bucket
@@ -15,12 +16,19 @@
 //!   the flipped bits. [`ProbeSequence`] yields `(table, code)` over all tables in increasing score,
 //!   lazily, until every bucket of every table has been yielded.
 //!
-//! # InnerProduct
-//! Maximum inner product is hashed like cosine (normalised vectors, centred by the mean of the
-//! normalised vectors); the rerank uses the exact negative inner product, so the result order is
-//! exact among the candidates. Candidate generation favours vectors in the query's direction, which
-//! is what inner-product search on embeddings of similar norm needs; rows whose norm is far larger than
-//! their neighbours' may be missed (no norm augmentation is done).
+//! # InnerProduct: norm augmentation ("Simple LSH", Neyshabur & Srebro, ICML 2015)
+//! With M = [`LshParams::max_norm`] (the largest norm of the rows indexed at build), a row x is
+//! hashed as the unit vector x' = [x/M, √(max(0, 1 − |x|²/M²))] (dims + 1 values) and a query q as
+//! q' = [q/|q|, 0]. Then q'·x' = q·x / (|q| M), so the angle between q' and x' grows as q·x falls,
+//! and random-hyperplane codes and sketches of x' find the largest inner products (both are then
+//! centred by the mean of the x', as for the other metrics). A row with |x| > M (inserted after the
+//! build) gets last component 0 and |x/M| > 1: it is still hashed, only less precisely. The planes of
+//! an augmented index have dims + 1 values ([`LshParams::hash_dims`]), and so has its mean.
+//!
+//! `max_norm == 0` is the previous scheme, kept for indexes written by earlier versions: maximum inner
+//! product hashed like cosine (normalised vectors, centred by the mean of the normalised vectors),
+//! which misses rows whose norm is far larger than their neighbours'. In both schemes the rerank uses
+//! the exact negative inner product, so the result order is exact among the candidates.
 //!
 //! # Determinism and storage
 //! [`Planes::generate`] derives every plane from the seed with ChaCha20 (pinned crate versions): table
@@ -115,7 +123,7 @@ impl fmt::Display for LshError {
 impl std::error::Error for LshError {}
 
 /// Index parameters. Everything the planes depend on is here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LshParams {
     /// Vector dimensionality (1 ..= [`LshParams::MAX_DIMS`]).
     pub dims: u32,
@@ -129,10 +137,19 @@ pub struct LshParams {
     pub seed: u64,
     /// Distance metric.
     pub metric: Metric,
+    /// [`Metric::InnerProduct`] only: M of the norm augmentation (see the module docs), the largest
+    /// row norm at build; `0` = no augmentation (the only value allowed for L2 and Cosine, and what an
+    /// inner-product index written before augmentation existed decodes to).
+    pub max_norm: f32,
 }
 
 /// Version of the plane-generation procedure written into [`LshParams::to_bytes`].
 pub const PLANES_VERSION: u8 = 1;
+
+/// Written instead of [`PLANES_VERSION`] by norm-augmented inner-product indexes (`max_norm > 0`,
+/// planes of `dims + 1` values): a build without norm augmentation, which ignores bytes 26..32,
+/// refuses such an index ("planes version 2") instead of hashing it wrongly.
+pub const PLANES_VERSION_AUGMENTED: u8 = 2;
 
 impl LshParams {
     /// Largest supported `dims`.
@@ -156,7 +173,20 @@ impl LshParams {
             sketch_bits: 512,
             seed: 0x1d5_5eed,
             metric,
+            max_norm: 0.0,
         }
+    }
+
+    /// Whether rows and queries are norm-augmented (inner product with `max_norm > 0`).
+    #[inline]
+    pub fn augmented(&self) -> bool {
+        self.max_norm > 0.0
+    }
+
+    /// Length of the prepared vectors, planes and mean: `dims`, plus 1 when [`Self::augmented`].
+    #[inline]
+    pub fn hash_dims(&self) -> u32 {
+        self.dims + u32::from(self.augmented())
     }
 
     /// Suggested `bits` for `rows` rows: `round(log2(rows / 25))` clamped to 6 ..= 16, i.e. about
@@ -200,6 +230,18 @@ impl LshParams {
                 Self::MAX_SKETCH_BITS
             ));
         }
+        if !(self.max_norm >= 0.0 && self.max_norm.is_finite()) {
+            return bad(format!(
+                "max_norm = {} must be finite and >= 0",
+                self.max_norm
+            ));
+        }
+        if self.augmented() && self.metric != Metric::InnerProduct {
+            return bad(format!(
+                "max_norm = {} is only for inner product (metric {:?})",
+                self.max_norm, self.metric
+            ));
+        }
         Ok(())
     }
 
@@ -210,7 +252,9 @@ impl LshParams {
     }
 
     /// 32 little-endian bytes: dims u32, bits u32, tables u32, sketch_bits u32, seed u64, metric u8,
-    /// [`PLANES_VERSION`] u8, 6 zero bytes.
+    /// [`PLANES_VERSION`] u8 ([`PLANES_VERSION_AUGMENTED`] when `max_norm > 0`), max_norm f32, 2 zero
+    /// bytes. Bytes 26..30 were zero before norm augmentation existed, so older indexes decode with
+    /// `max_norm == 0` (unchanged hashing).
     pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
         let mut b = [0u8; Self::ENCODED_LEN];
         b[0..4].copy_from_slice(&self.dims.to_le_bytes());
@@ -219,7 +263,12 @@ impl LshParams {
         b[12..16].copy_from_slice(&self.sketch_bits.to_le_bytes());
         b[16..24].copy_from_slice(&self.seed.to_le_bytes());
         b[24] = self.metric.to_u8();
-        b[25] = PLANES_VERSION;
+        b[25] = if self.augmented() {
+            PLANES_VERSION_AUGMENTED
+        } else {
+            PLANES_VERSION
+        };
+        b[26..30].copy_from_slice(&self.max_norm.to_le_bytes());
         b
     }
 
@@ -233,9 +282,9 @@ impl LshParams {
             )));
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        if b[25] != PLANES_VERSION {
+        if b[25] != PLANES_VERSION && b[25] != PLANES_VERSION_AUGMENTED {
             return Err(LshError::BadEncoding(format!(
-                "planes version {} (this build knows {PLANES_VERSION})",
+                "planes version {} (this build knows {PLANES_VERSION} and {PLANES_VERSION_AUGMENTED})",
                 b[25]
             )));
         }
@@ -248,8 +297,15 @@ impl LshParams {
             sketch_bits: u32_at(12),
             seed: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             metric,
+            max_norm: f32::from_le_bytes(b[26..30].try_into().unwrap()),
         };
         p.validate()?;
+        if (b[25] == PLANES_VERSION_AUGMENTED) != p.augmented() {
+            return Err(LshError::BadEncoding(format!(
+                "planes version {} with max_norm {}",
+                b[25], p.max_norm
+            )));
+        }
         Ok(p)
     }
 }
@@ -301,13 +357,14 @@ fn gaussian_unit_planes(seed: u64, stream: u64, count: usize, dims: usize) -> Ve
 }
 
 impl Planes {
-    /// Regenerates the planes of `params` (which must be valid).
+    /// Regenerates the planes of `params` (which must be valid), of [`LshParams::hash_dims`] values
+    /// each (`dims`, or `dims + 1` for an augmented inner-product index).
     ///
     /// # Panics
     /// If `params` fails [`LshParams::validate`].
     pub fn generate(params: &LshParams) -> Planes {
         params.validate().expect("invalid LSH parameters");
-        let dims = params.dims as usize;
+        let dims = params.hash_dims() as usize;
         let bits = params.bits as usize;
         let tables = params.tables as usize;
         let sketch_bits = params.sketch_bits as usize;
@@ -350,22 +407,56 @@ impl Planes {
     }
 }
 
-/// Streaming mean of prepared (normalised, for Cosine / InnerProduct) vectors, summed in f64.
-/// Zero vectors are skipped for Cosine / InnerProduct (they have no direction).
+/// Streaming mean of prepared vectors, summed in f64: raw for L2, normalised for Cosine (and legacy
+/// InnerProduct, [`MeanAccumulator::new_legacy`]); zero vectors are skipped there (no direction).
+///
+/// For InnerProduct ([`MeanAccumulator::new`]) the prepared rows are the norm-augmented
+/// x' = [x/M, √(1 − |x|²/M²)] whose M (the largest norm) is only known at the end: the accumulator
+/// sums the raw x, keeps every row's norm (4 bytes per row) and the largest, and [`Self::finish`]
+/// returns the mean of the x' (dims + 1 values) for M = [`Self::augment_norm`]. Zero vectors count
+/// (x' = [0, 1]); rows with a non-finite norm are skipped.
 #[derive(Debug, Clone)]
 pub struct MeanAccumulator {
     metric: Metric,
     sum: Vec<f64>,
     count: u64,
+    augment: bool,
+    /// Norms of the rows added (augmented only).
+    norms: Vec<f32>,
+    max_norm: f32,
 }
 
 impl MeanAccumulator {
-    /// Empty accumulator for `dims`-dimensional vectors.
+    /// Empty accumulator for `dims`-dimensional vectors; InnerProduct is norm-augmented (what a new
+    /// build does).
     pub fn new(dims: usize, metric: Metric) -> Self {
         MeanAccumulator {
             metric,
             sum: vec![0.0; dims],
             count: 0,
+            augment: metric == Metric::InnerProduct,
+            norms: Vec::new(),
+            max_norm: 0.0,
+        }
+    }
+
+    /// As [`Self::new`], but InnerProduct normalises like Cosine (indexes with `max_norm == 0`).
+    pub fn new_legacy(dims: usize, metric: Metric) -> Self {
+        MeanAccumulator {
+            augment: false,
+            ..Self::new(dims, metric)
+        }
+    }
+
+    /// The `max_norm` to store with the mean of [`Self::finish`]: 0 when not augmenting, else the
+    /// largest norm added (1 when none was positive, e.g. no rows or only zero vectors).
+    pub fn augment_norm(&self) -> f32 {
+        if !self.augment {
+            0.0
+        } else if self.max_norm > 0.0 {
+            self.max_norm
+        } else {
+            1.0
         }
     }
 
@@ -376,6 +467,19 @@ impl MeanAccumulator {
                 expected: self.sum.len(),
                 got: v.len(),
             });
+        }
+        if self.augment {
+            let n = distance::norm(v);
+            if !n.is_finite() {
+                return Ok(());
+            }
+            for (s, x) in self.sum.iter_mut().zip(v) {
+                *s += f64::from(*x);
+            }
+            self.norms.push(n);
+            self.max_norm = self.max_norm.max(n);
+            self.count += 1;
+            return Ok(());
         }
         let scale = if self.metric.normalizes() {
             let n = distance::norm(v);
@@ -396,10 +500,16 @@ impl MeanAccumulator {
     /// Combines two partial accumulators (e.g. from parallel build workers).
     pub fn merge(&mut self, other: &MeanAccumulator) {
         assert_eq!(self.sum.len(), other.sum.len(), "dimension mismatch");
+        assert_eq!(
+            self.augment, other.augment,
+            "augmented and plain accumulators"
+        );
         for (a, b) in self.sum.iter_mut().zip(&other.sum) {
             *a += b;
         }
         self.count += other.count;
+        self.norms.extend_from_slice(&other.norms);
+        self.max_norm = self.max_norm.max(other.max_norm);
     }
 
     /// Vectors counted so far.
@@ -407,10 +517,29 @@ impl MeanAccumulator {
         self.count
     }
 
-    /// The mean (all zeros if nothing was added).
+    /// The mean (all zeros if nothing was added): `dims` values, or `dims + 1` when augmenting (the
+    /// mean of the augmented rows for M = [`Self::augment_norm`]).
     pub fn finish(&self) -> Vec<f32> {
         let n = self.count.max(1) as f64;
-        self.sum.iter().map(|s| (s / n) as f32).collect()
+        if !self.augment {
+            return self.sum.iter().map(|s| (s / n) as f32).collect();
+        }
+        let m = f64::from(self.augment_norm());
+        let mut mean: Vec<f32> = self.sum.iter().map(|s| (s / (n * m)) as f32).collect();
+        let last: f64 = self.norms.iter().map(|&x| augment_last(x, m)).sum();
+        mean.push((last / n) as f32);
+        mean
+    }
+}
+
+/// Last component of an augmented row of norm `norm`: √(max(0, 1 − norm²/M²)) (0 for a non-finite
+/// norm or a row longer than M).
+fn augment_last(norm: f32, m: f64) -> f64 {
+    let r = f64::from(norm) / m;
+    if r.is_finite() {
+        (1.0 - r * r).max(0.0).sqrt()
+    } else {
+        0.0
     }
 }
 
@@ -445,13 +574,13 @@ pub struct QueryHash {
 }
 
 impl LshModel {
-    /// Builds the model from parameters and the stored mean vector (`dims` floats; pass zeros for
-    /// no centring).
+    /// Builds the model from parameters and the stored mean vector ([`LshParams::hash_dims`] floats:
+    /// `dims`, or `dims + 1` for an augmented index; pass zeros for no centring).
     pub fn new(params: LshParams, mean: Vec<f32>) -> Result<LshModel, LshError> {
         params.validate()?;
-        if mean.len() != params.dims as usize {
+        if mean.len() != params.hash_dims() as usize {
             return Err(LshError::DimensionMismatch {
-                expected: params.dims as usize,
+                expected: params.hash_dims() as usize,
                 got: mean.len(),
             });
         }
@@ -487,13 +616,39 @@ impl LshModel {
         Ok(())
     }
 
-    /// Writes the prepared vector (normalised for Cosine / InnerProduct, then centred) into `out`.
-    pub fn prepare_into(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), LshError> {
+    /// Writes the prepared row (normalised for Cosine / legacy InnerProduct, augmented to
+    /// [x/M, √(1 − |x|²/M²)] for augmented InnerProduct; then centred) into `out`.
+    pub fn prepare_row_into(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), LshError> {
+        self.check(v)?;
+        out.clear();
+        out.extend_from_slice(v);
+        if self.params.augmented() {
+            let m = self.params.max_norm;
+            let last = augment_last(distance::norm(v), f64::from(m));
+            let inv = 1.0 / m;
+            for x in out.iter_mut() {
+                *x *= inv;
+            }
+            out.push(last as f32);
+        } else if self.params.metric.normalizes() {
+            distance::normalize(out);
+        }
+        distance::sub_assign(out, &self.mean);
+        Ok(())
+    }
+
+    /// Writes the prepared query (normalised for Cosine / InnerProduct, then [q/|q|, 0] for augmented
+    /// InnerProduct; then centred) into `out`. Except for augmented indexes, the same as
+    /// [`Self::prepare_row_into`].
+    pub fn prepare_query_into(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), LshError> {
         self.check(v)?;
         out.clear();
         out.extend_from_slice(v);
         if self.params.metric.normalizes() {
             distance::normalize(out);
+        }
+        if self.params.augmented() {
+            out.push(0.0);
         }
         distance::sub_assign(out, &self.mean);
         Ok(())
@@ -517,7 +672,7 @@ impl LshModel {
         codes: &mut [u32],
         sketch: &mut [u64],
     ) -> Result<(), LshError> {
-        self.prepare_into(v, scratch)?;
+        self.prepare_row_into(v, scratch)?;
         let bits = self.params.bits as usize;
         assert_eq!(
             codes.len(),
@@ -546,15 +701,15 @@ impl LshModel {
     pub fn hash(&self, v: &[f32]) -> Result<RowHash, LshError> {
         let mut codes = vec![0u32; self.params.tables as usize];
         let mut sketch = vec![0u64; self.params.sketch_words()];
-        let mut scratch = Vec::with_capacity(v.len());
+        let mut scratch = Vec::with_capacity(v.len() + 1);
         self.hash_into(v, &mut scratch, &mut codes, &mut sketch)?;
         Ok(RowHash { codes, sketch })
     }
 
     /// Codes, sketch and projections of a query.
     pub fn query(&self, v: &[f32]) -> Result<QueryHash, LshError> {
-        let mut prepared = Vec::with_capacity(v.len());
-        self.prepare_into(v, &mut prepared)?;
+        let mut prepared = Vec::with_capacity(v.len() + 1);
+        self.prepare_query_into(v, &mut prepared)?;
         let bits = self.params.bits as usize;
         let tables = self.params.tables as usize;
         let mut projections = Vec::with_capacity(tables * bits);
@@ -901,8 +1056,29 @@ pub struct MemIndex {
 
 impl MemIndex {
     /// Builds an index over `data` (`rows * dims` floats, row-major): computes the mean, hashes every
-    /// row, fills the bucket tables.
+    /// row, fills the bucket tables. As the server's build, an InnerProduct index is norm-augmented
+    /// with `max_norm` = the largest row norm (whatever `params.max_norm` says).
     pub fn build(params: LshParams, data: &[f32]) -> Result<MemIndex, LshError> {
+        Self::build_with(
+            params,
+            data,
+            MeanAccumulator::new(params.dims as usize, params.metric),
+        )
+    }
+
+    /// As [`MemIndex::build`], but an InnerProduct index is hashed like cosine (`max_norm == 0`), as
+    /// indexes written before norm augmentation existed.
+    pub fn build_legacy(params: LshParams, data: &[f32]) -> Result<MemIndex, LshError> {
+        let acc = MeanAccumulator::new_legacy(params.dims as usize, params.metric);
+        Self::build_with(params, data, acc)
+    }
+
+    fn build_with(
+        mut params: LshParams,
+        data: &[f32],
+        mut acc: MeanAccumulator,
+    ) -> Result<MemIndex, LshError> {
+        params.max_norm = 0.0;
         params.validate()?;
         let dims = params.dims as usize;
         if !data.len().is_multiple_of(dims) {
@@ -911,10 +1087,10 @@ impl MemIndex {
                 data.len()
             )));
         }
-        let mut acc = MeanAccumulator::new(dims, params.metric);
         for row in data.chunks_exact(dims) {
             acc.add(row)?;
         }
+        params.max_norm = acc.augment_norm();
         let model = LshModel::new(params, acc.finish())?;
         Self::with_model(model, Arc::from(data))
     }
@@ -937,7 +1113,7 @@ impl MemIndex {
         }
         let mut codes = vec![0u32; rows * tables];
         let mut sketches = vec![0u64; rows * words];
-        let mut scratch = Vec::with_capacity(dims);
+        let mut scratch = Vec::with_capacity(dims + 1);
         for (r, row) in data.chunks_exact(dims).enumerate() {
             model.hash_into(
                 row,

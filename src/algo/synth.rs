@@ -85,3 +85,43 @@ impl Clustered {
         out
     }
 }
+
+/// How [`scale_norms`] spreads the norms of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormSpread {
+    /// Rows unchanged.
+    None,
+    /// Every row scaled to unit length (all norms 1).
+    Unit,
+    /// Each row scaled by a factor uniform in [0.5, 2].
+    Uniform,
+    /// Each row scaled by exp(0.5 · N(0, 1)) (log-normal; about 0.37 ..= 2.7 for 95 % of rows).
+    LogNormal,
+}
+
+/// Scales every row of `data` (`dims` floats each) by a random factor drawn as `spread` says (seeded
+/// by `seed`): inner-product test data whose norms vary, with the directions of `data`.
+pub fn scale_norms(data: &mut [f32], dims: usize, spread: NormSpread, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for row in data.chunks_exact_mut(dims) {
+        let f: f32 = match spread {
+            NormSpread::None => return,
+            NormSpread::Unit => {
+                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if n > 0.0 {
+                    1.0 / n
+                } else {
+                    1.0
+                }
+            }
+            NormSpread::Uniform => rng.random_range(0.5f32..=2.0),
+            NormSpread::LogNormal => {
+                let z: f32 = StandardNormal.sample(&mut rng);
+                (0.5 * z).exp()
+            }
+        };
+        for x in row {
+            *x *= f;
+        }
+    }
+}

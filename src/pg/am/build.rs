@@ -1,5 +1,7 @@
 //! `ambuild` / `ambuildempty`: one heap scan writes every vector into VECTOR pages and accumulates the
-//! mean; then rows are hashed (planes regenerated from the options' seed) and each table's superbucket
+//! mean (for inner product: the sum of the rows and every row's norm, 4 bytes per row, so that the norm
+//! augmentation's M, the largest norm, and the mean of the augmented rows are known before hashing);
+//! then rows are hashed (planes regenerated from the options' seed) and each table's superbucket
 //! chains, the mean and the directory are written. Every page is written once, whole, through
 //! GenericXLog (a full-page image, as log_newpage would), so the build is crash-safe and replicated.
 
@@ -297,18 +299,24 @@ pub unsafe extern "C-unwind" fn ambuild(
     unsafe { pg_sys::MemoryContextDelete(st.row_context) };
     let rows = st.vrefs.len();
     small_build_notice(rows);
-    if st.dims > 0 {
-        let mean = st
+    // An inner-product index needs a row to choose its norm augmentation's M: one built on an empty
+    // table (even with known dimensions) is set up by its first insert, as one of unknown dimensions.
+    let set_up_later = rows == 0 && metric == Metric::InnerProduct;
+    if st.dims > 0 && !set_up_later {
+        let acc = st
             .mean
-            .as_ref()
-            .map(|m| m.finish())
-            .unwrap_or_else(|| vec![0.0; st.dims]);
-        let params = options::params(
+            .take()
+            .unwrap_or_else(|| MeanAccumulator::new(st.dims, metric));
+        let mut params = options::params(
             index,
             st.dims,
             metric,
             LshParams::suggested_bits(rows as u64),
         );
+        // 0 (no augmentation) for l2 and cosine.
+        params.max_norm = acc.augment_norm();
+        let mean = acc.finish();
+        drop(acc);
         let meta = write_structure(index, params, mean, &st.vrefs, true);
         let buf = shape::read_locked(index, page::META_BLOCK, true);
         write_meta_page(index, buf, &meta);
@@ -409,7 +417,7 @@ pub fn write_structure(
     let mut codes = vec![0u32; n * tables];
     let mut sketches = vec![0u64; n * words];
     let mut values = Vec::with_capacity(params.dims as usize);
-    let mut scratch = Vec::with_capacity(params.dims as usize);
+    let mut scratch = Vec::with_capacity(params.hash_dims() as usize);
     for (i, v) in vrefs.iter().enumerate() {
         if i % 256 == 0 {
             pg_sys::check_for_interrupts!();

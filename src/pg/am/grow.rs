@@ -1,4 +1,5 @@
-//! Growing an index in place. An index keeps the layout chosen when it was built (bits per table, the
+//! Growing an index in place. (Also: an inner-product index whose rows outgrow its norm bound M.)
+//! An index keeps the layout chosen when it was built (bits per table, the
 //! centring mean, superbucket directory): right for the rows it was built on, wrong once far more arrive
 //! (an index created before its data, or after TRUNCATE, gets one superbucket chain per table, and every
 //! insert and scan walks it whole). So when an insert finds its superbucket chain longer than
@@ -71,13 +72,37 @@ fn outgrown(meta: &page::Meta, nblocks: pg_sys::BlockNumber) -> bool {
     nblocks >= meta.built_blocks.saturating_mul(2)
 }
 
-/// Called by an insert that met a long chain, holding no lock of ours: rebuilds the bucket structure if
-/// the index has outgrown its layout and no other backend is using the structure right now.
-pub fn maybe_rebuild(index: pg_sys::Relation) {
+/// Inner product: a row longer than this many times the index's norm bound M asks for a rebuild (which
+/// takes M from the stored rows). Rows up to that length are hashed clamped; bounded growth of M means at
+/// most log2(longest / first M) rebuilds for this reason.
+pub const NORM_GROWTH: f32 = 2.0;
+
+/// Why an insert asks for a rebuild of the bucket structure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Trigger {
+    /// A superbucket chain over [`LONG_CHAIN_PAGES`] pages: rebuilt if the index outgrew its layout.
+    LongChain,
+    /// An inner-product row of this norm: rebuilt if it is over [`NORM_GROWTH`] × M.
+    Norm(f32),
+}
+
+fn wanted(index: pg_sys::Relation, meta: &page::Meta, trigger: Trigger) -> bool {
+    if meta.dims == 0 {
+        return false;
+    }
+    match trigger {
+        Trigger::LongChain => outgrown(meta, shape::nblocks(index)),
+        Trigger::Norm(n) => LshParams::from_bytes(&meta.params)
+            .is_ok_and(|p| p.max_norm > 0.0 && n > NORM_GROWTH * p.max_norm),
+    }
+}
+
+/// Called by an insert that asked for a rebuild (`trigger`), holding no lock of ours: rebuilds the
+/// bucket structure if it is still wanted and no other backend is using the structure right now.
+pub fn maybe_rebuild(index: pg_sys::Relation, trigger: Trigger) {
     let lock = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
     // Cheap test first, without the lock.
-    let meta = shape::read_meta(index);
-    if meta.dims == 0 || !outgrown(&meta, shape::nblocks(index)) {
+    if !wanted(index, &shape::read_meta(index), trigger) {
         return;
     }
     // SAFETY: a conditional lock-manager lock on our own index's meta page; released below.
@@ -85,8 +110,7 @@ pub fn maybe_rebuild(index: pg_sys::Relation) {
         return;
     }
     // Under the lock, again: another backend may just have rebuilt it.
-    let meta = shape::read_meta(index);
-    if meta.dims != 0 && outgrown(&meta, shape::nblocks(index)) {
+    if wanted(index, &shape::read_meta(index), trigger) {
         if let Some(old) = shape::load(index) {
             rebuild(index, &old);
         }
@@ -162,12 +186,15 @@ fn structure_blocks(index: pg_sys::Relation, old: &Shape) -> Vec<pg_sys::BlockNu
 fn rebuild(index: pg_sys::Relation, old: &Shape) {
     let (vrefs, mean) = stored_vectors(index, old);
     let params = old.params();
-    let new_params = options::params(
+    let mut new_params = options::params(
         index,
         params.dims as usize,
         params.metric,
         LshParams::suggested_bits(vrefs.len() as u64),
     );
+    // Inner product: M from the stored rows (replacing a first insert's guess; a legacy normalised ip
+    // index becomes norm-augmented). 0 for l2 and cosine.
+    new_params.max_norm = mean.augment_norm();
     let old_blocks = structure_blocks(index, old);
     let meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
     // The switch: one WAL record.

@@ -3,13 +3,13 @@
 //! a new page linked at the chain's end). Each page change is one GenericXLog record.
 
 use super::build::{check_index_dims, write_meta_page, write_structure};
-use super::grow::{self, SharedStructure};
+use super::grow::{self, SharedStructure, Trigger};
 use super::options;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, block_of, new_buffer, page_of, read_locked, release, Shape};
 use super::xlog::PageWrite;
 use crate::pg::types::embedding::EmbeddingRef;
-use imgsim_algo::lsh::LshParams;
+use imgsim_algo::lsh::{LshParams, Metric};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -47,18 +47,24 @@ pub unsafe extern "C-unwind" fn aminsert(
 /// Inserts one row (used by aminsert) under the structure's share lock; then, when it met a long
 /// superbucket chain, lets grow.rs rebuild the bucket structure if the index has outgrown it.
 pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) {
-    let long_chain = {
+    let trigger = {
         let _shared = SharedStructure::lock(index);
         insert_locked(index, tid, values)
     };
-    if long_chain {
-        grow::maybe_rebuild(index);
+    if let Some(trigger) = trigger {
+        grow::maybe_rebuild(index, trigger);
     }
 }
 
-/// Inserts one row; true when one of its chains was longer than [`grow::LONG_CHAIN_PAGES`].
-fn insert_locked(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: &[f32]) -> bool {
-    let shape = shape::load(index).unwrap_or_else(|| initialise(index, values.len()));
+/// Inserts one row; says whether it asks for a rebuild of the bucket structure (grow.rs): one of its
+/// chains was longer than [`grow::LONG_CHAIN_PAGES`], or (inner product) the row is far longer than the
+/// index's norm bound.
+fn insert_locked(
+    index: pg_sys::Relation,
+    tid: pg_sys::ItemPointerData,
+    values: &[f32],
+) -> Option<Trigger> {
+    let shape = shape::load(index).unwrap_or_else(|| initialise(index, values));
     if values.len() != shape.dims() {
         shape::dims_mismatch(shape.dims(), values.len());
     }
@@ -77,12 +83,26 @@ fn insert_locked(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values: 
             &BucketEntry::encode(code, vref, &hash.sketch),
         ));
     }
-    longest > grow::LONG_CHAIN_PAGES
+    let max_norm = shape.params().max_norm;
+    let norm = imgsim_algo::distance::norm(values);
+    if max_norm > 0.0 && norm > grow::NORM_GROWTH * max_norm {
+        Some(Trigger::Norm(norm))
+    } else if longest > grow::LONG_CHAIN_PAGES {
+        Some(Trigger::LongChain)
+    } else {
+        None
+    }
 }
 
-/// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork),
-/// under the meta page's exclusive lock, and returns its shape.
-fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
+/// Sets up an index that was built empty with unknown dimensions (or reset from an UNLOGGED init fork, or
+/// an inner-product index built on an empty table), under the meta page's exclusive lock, from its first
+/// row `first`, and returns its shape.
+///
+/// Inner product: the norm augmentation's M (normally the largest norm at build) is taken as twice the
+/// first row's norm (1 for a zero row). Later rows longer than M are still indexed (last augmented
+/// component 0), with lower recall; REINDEX after loading sets M from the data.
+fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
+    let dims = first.len();
     let buf = read_locked(index, page::META_BLOCK, true);
     // SAFETY: block 0 is exclusively locked.
     let meta = unsafe { page::read_meta(page_of(buf)) };
@@ -91,12 +111,27 @@ fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
         let metric = super::index_metric(index);
         // Built empty: no rows to size the buckets by, so the 100k-row recommendation.
         let auto_bits = LshParams::recommended(dims as u32, metric).bits;
-        let params = options::params(index, dims, metric, auto_bits);
-        let meta = write_structure(index, params, vec![0.0; dims], &[], false);
+        let mut params = options::params(index, dims, metric, auto_bits);
+        if metric == Metric::InnerProduct {
+            params.max_norm = first_row_max_norm(first);
+        }
+        let mean = vec![0.0; params.hash_dims() as usize];
+        let meta = write_structure(index, params, mean, &[], false);
         write_meta_page(index, buf, &meta);
     }
     release(buf);
     shape::load(index).expect("lsh index initialised")
+}
+
+/// M of an inner-product index set up at its first insert: 2 × the first row's norm, or 1 when that is
+/// not a positive finite number.
+fn first_row_max_norm(first: &[f32]) -> f32 {
+    let m = 2.0 * imgsim_algo::distance::norm(first);
+    if m > 0.0 && m.is_finite() {
+        m
+    } else {
+        1.0
+    }
 }
 
 thread_local! {

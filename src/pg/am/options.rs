@@ -141,7 +141,8 @@ pub fn of_oid(oid: pg_sys::Oid) -> i32 {
 }
 
 /// The LSH parameters of `index` for `dims`-dimensional vectors: its options, with `auto_bits` when
-/// `bits` was left at 0 (automatic).
+/// `bits` was left at 0 (automatic), and no norm augmentation (`max_norm` 0: an inner-product build or
+/// first insert sets it from the data).
 pub fn params(
     index: pg_sys::Relation,
     dims: usize,
@@ -156,5 +157,6 @@ pub fn params(
         sketch_bits: sketch_bits as u32,
         seed: seed as u64,
         metric,
+        max_norm: 0.0,
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - block 0, META: magic, format version, the LSH parameters (planes are regenerated from them), where
 //!   the mean vector and the bucket directory live, and a build id.
-//! - MEAN pages (consecutive): the mean vector computed at build, raw f32s after the page header.
+//! - MEAN pages (consecutive): the mean vector computed at build, raw f32s after the page header: `dims`
+//!   values, or `dims + 1` for a norm-augmented inner-product index (`LshParams::hash_dims`).
 //! - DIRECTORY pages (consecutive): for each table and each "superbucket" (the top `dir_bits` bits of
 //!   the bucket code) the head block of that superbucket's chain of BUCKET pages. Written at build (or on
 //!   the first insert into an index built empty), read-only afterwards.

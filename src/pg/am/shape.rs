@@ -146,7 +146,8 @@ pub fn load(index: pg_sys::Relation) -> Option<Rc<Shape>> {
             format!("lsh index parameters are invalid: {e}"),
         )
     });
-    let mean = read_f32_run(index, meta.mean_start, meta.dims as usize);
+    // `dims` values, `dims + 1` for a norm-augmented inner-product index.
+    let mean = read_f32_run(index, meta.mean_start, params.hash_dims() as usize);
     let model = LshModel::new(params, mean).unwrap_or_else(|e| {
         error(
             PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
