@@ -25,18 +25,18 @@ fn pre() -> &'static Preprocessor {
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_bytes: 1 << 20,
-        max_pixels: 4_000_000,
-        max_decode_bytes: 96 << 20,
+        max_pixels: 1 << 18,
+        max_decode_bytes: 64 << 20,
     };
     let p = pre();
     let mut out = vec![0f32; p.tensor_len()];
     let budget = DecodeBudget::new(limits.max_decode_bytes);
     let stop = AtomicBool::new(false);
-    for dct in [true, false] {
-        match p.process_bytes_budgeted(data, &limits, dct, &budget, &stop, &mut out) {
-            Ok(()) => assert!(out.iter().all(|v| v.is_finite())),
-            Err(e) => assert_ne!(e.kind(), ErrorKind::Cancelled),
-        }
-        assert_eq!(budget.in_use(), 0, "reservation released");
+    // JPEG DCT scaling on or off, from the input (one decode per run keeps runs fast).
+    let dct = data.len() % 2 == 0;
+    match p.process_bytes_budgeted(data, &limits, dct, &budget, &stop, &mut out) {
+        Ok(()) => assert!(out.iter().all(|v| v.is_finite())),
+        Err(e) => assert_ne!(e.kind(), ErrorKind::Cancelled),
     }
+    assert_eq!(budget.in_use(), 0, "reservation released");
 });
