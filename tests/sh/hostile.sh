@@ -88,6 +88,30 @@ expect_eq "embedding_avg of a valid state still works" \
 expect_eq "text embedding of 2,000,000 elements: 54000" \
   "$(state_of "PERFORM ('[' || repeat('1,', 1999999) || '1]')::ext.embedding")" "54000"
 
+# Binary input (COPY ... FORMAT binary from the client): a NaN value and a header claiming more values
+# than sent are refused before anything is allocated from them.
+copybin() { # copybin FILE DIMS RESERVED FLOAT-HEX...: one-column binary COPY file with one row
+  python3 - "$@" <<'PY'
+import struct, sys
+path, dims, reserved, *vals = sys.argv[1:]
+body = struct.pack(">hh", int(dims), int(reserved)) + b"".join(bytes.fromhex(v) for v in vals)
+data = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + struct.pack(">hi", 1, len(body)) + body + struct.pack(">h", -1)
+open(path, "wb").write(data)
+PY
+}
+m -c "CREATE TABLE public.rcv (v ext.embedding)" >/dev/null
+copy_state() {
+  m -v VERBOSITY=verbose -c "\\copy rcv FROM '$1' WITH (FORMAT binary)" 2>&1 | sed -n 's/^ERROR: *\([0-9A-Z]\{5\}\):.*/\1/p' | head -1
+}
+copybin "$files/ok.bin" 2 0 3f800000 40000000
+copybin "$files/nan.bin" 1 0 7fc00000
+copybin "$files/short.bin" 16000 0 3f800000
+copybin "$files/reserved.bin" 1 7 3f800000
+expect_eq "binary input of a valid embedding" "$(copy_state "$files/ok.bin")$(m -c "SELECT v::text FROM rcv")" "[1,2]"
+expect_eq "binary input with NaN: 22000" "$(copy_state "$files/nan.bin")" "22000"
+expect_eq "binary input claiming 16000 values but sending 1: 22P03" "$(copy_state "$files/short.bin")" "22P03"
+expect_eq "binary input with a non-zero reserved field: 22P03" "$(copy_state "$files/reserved.bin")" "22P03"
+
 # 5. img_embed_fill with the extension outside the search_path.
 cq h >/dev/null <<SQL
 CREATE TABLE public.pics (id serial PRIMARY KEY, img bytea, emb ext.embedding);

@@ -1,7 +1,7 @@
 //! Input/output functions of `embedding`: text, binary (send/recv), typmod.
 
 use super::embedding::{check_dims, check_typmod, new_datum, EmbeddingRef, MAX_DIMS};
-use super::text::{self, ParseError};
+use super::text::{self, BinaryError, ParseError};
 use crate::pg::fmgr::{arg, arg_i32, error, nargs, raise};
 use crate::v1;
 use pgrx::pg_sys;
@@ -161,37 +161,42 @@ pub unsafe extern "C-unwind" fn embedding_recv(fcinfo: pg_sys::FunctionCallInfo)
     } else {
         -1
     };
-    // SAFETY: `buf` is the message buffer; pq_getmsgbytes raises ERROR when fewer bytes remain.
-    let head =
-        unsafe { std::slice::from_raw_parts(pg_sys::pq_getmsgbytes(buf, 4) as *const u8, 4) };
-    let dims = i16::from_be_bytes([head[0], head[1]]);
-    let unused = i16::from_be_bytes([head[2], head[3]]);
-    if dims < 1 {
-        error(
-            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
-            format!("invalid embedding dimensions {dims} in binary input"),
-        );
-    }
-    if unused != 0 {
-        error(
-            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
-            "invalid embedding binary input: reserved field must be zero",
-        );
-    }
-    let dims = dims as usize;
-    check_dims(dims);
-    check_typmod(dims, typmod);
-    // SAFETY: as above, 4 × dims bytes are read or an ERROR is raised.
-    let raw = unsafe {
+    // SAFETY: `buf` is the message buffer: `data[cursor..len]` are the bytes not read yet.
+    let rest = unsafe {
+        let b = &*buf;
         std::slice::from_raw_parts(
-            pg_sys::pq_getmsgbytes(buf, (dims * 4) as c_int) as *const u8,
-            dims * 4,
+            b.data.add(b.cursor as usize) as *const u8,
+            (b.len - b.cursor).max(0) as usize,
         )
     };
-    let values: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let values = match text::parse_binary(rest, MAX_DIMS) {
+        Ok((values, used)) => {
+            // SAFETY: `used` bytes are there (checked by parse_binary); this advances the cursor.
+            unsafe { pg_sys::pq_getmsgbytes(buf, used as c_int) };
+            values
+        }
+        Err(BinaryError::Short { need, have }) => error(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("insufficient data for embedding: {need} bytes needed, {have} left"),
+        ),
+        Err(BinaryError::BadDims(dims)) => error(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("invalid embedding dimensions {dims} in binary input"),
+        ),
+        Err(BinaryError::Reserved(_)) => error(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            "invalid embedding binary input: reserved field must be zero",
+        ),
+        Err(BinaryError::TooMany { dims, max }) => error(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("embedding cannot have more than {max} dimensions (got {dims})"),
+        ),
+        Err(BinaryError::NonFinite { element }) => error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("NaN or infinite value not allowed in embedding (element {element})"),
+        ),
+    };
+    check_typmod(values.len(), typmod);
     new_datum(&values)
 }
 

@@ -1,4 +1,4 @@
-//! Text form of `embedding`: `[1,2.5,-3e-2]`, identical to pgvector's. Pure functions (no PostgreSQL calls)
+//! Wire forms of `embedding`: the text form: `[1,2.5,-3e-2]`, identical to pgvector's. Pure functions (no PostgreSQL calls)
 //! so the parser's rules are easy to read and test; the SQL-facing wrapper turns `ParseError` into an ERROR.
 
 /// Why a text value is not a valid embedding. Positions are 1-based character offsets in the input.
@@ -151,4 +151,61 @@ pub fn format(values: &[f32], fmt: impl Fn(f32, &mut String)) -> String {
     }
     s.push(']');
     s
+}
+
+/// Why binary input is not a valid embedding.
+#[derive(Debug, PartialEq)]
+pub enum BinaryError {
+    /// Fewer bytes than the header or the values need.
+    Short { need: usize, have: usize },
+    /// Dimensions below 1.
+    BadDims(i16),
+    /// Dimensions above the limit.
+    TooMany { dims: usize, max: usize },
+    /// The reserved int16 is not zero.
+    Reserved(i16),
+    /// A NaN or infinite value (1-based element).
+    NonFinite { element: usize },
+}
+
+/// Parses the binary form (int16 dims, int16 reserved = 0, dims × float4, all big-endian) from the start
+/// of `b`; returns the values and the number of bytes used (the caller checks what follows). Checks
+/// everything before allocating: the dimension bound, then the byte count.
+pub fn parse_binary(b: &[u8], max_dims: usize) -> Result<(Vec<f32>, usize), BinaryError> {
+    if b.len() < 4 {
+        return Err(BinaryError::Short {
+            need: 4,
+            have: b.len(),
+        });
+    }
+    let dims = i16::from_be_bytes([b[0], b[1]]);
+    let reserved = i16::from_be_bytes([b[2], b[3]]);
+    if dims < 1 {
+        return Err(BinaryError::BadDims(dims));
+    }
+    if reserved != 0 {
+        return Err(BinaryError::Reserved(reserved));
+    }
+    let dims = dims as usize;
+    if dims > max_dims {
+        return Err(BinaryError::TooMany {
+            dims,
+            max: max_dims,
+        });
+    }
+    let need = 4 + 4 * dims;
+    if b.len() < need {
+        return Err(BinaryError::Short {
+            need,
+            have: b.len(),
+        });
+    }
+    let values: Vec<f32> = b[4..need]
+        .chunks_exact(4)
+        .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(BinaryError::NonFinite { element: i + 1 });
+    }
+    Ok((values, need))
 }
