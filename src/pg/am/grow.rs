@@ -31,7 +31,7 @@ use imgsim_algo::lsh::{LshParams, MeanAccumulator};
 use pgrx::pg_sys;
 
 /// A superbucket chain longer than this many pages asks for a rebuild of the bucket structure.
-pub const LONG_CHAIN_PAGES: usize = 8;
+pub const LONG_CHAIN_PAGES: usize = 4;
 
 /// The meta page's heavyweight lock in share mode, released on drop (also when an ERROR unwinds).
 pub struct SharedStructure {
