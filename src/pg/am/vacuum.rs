@@ -22,8 +22,7 @@ fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::Index
 }
 
 fn delay() {
-    // SAFETY: honours vacuum_cost_delay and checks for interrupts.
-    unsafe { pg_sys::vacuum_delay_point() };
+    crate::pg::compat::vacuum_delay_point();
 }
 
 /// `ambulkdelete`
