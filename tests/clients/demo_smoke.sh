@@ -8,7 +8,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/tests/sh/lib.sh"
 cd "$root"
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin/pg_config}
+. "$root/scripts/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-$(pg_config_for "${PG_MAJOR:-15}")}
 bindir=$("$PG_CONFIG" --bindir)
 if ! grep -qs img_embed_batch "$("$PG_CONFIG" --sharedir)"/extension/pg_imgsim--*.sql; then
   echo "SKIP demo: the installed pg_imgsim has no img_embed_batch yet"

@@ -7,6 +7,7 @@
 #   cluster_start NAME / cluster_stop NAME [mode] / cluster_crash NAME (SIGKILL to every process)
 #   cq NAME [psql args...]             # psql -qXAt -v ON_ERROR_STOP=1 against NAME's postgres db
 #   cluster_create_extension NAME      # CREATE EXTENSION pg_imgsim, retried while the lead reinstalls
+# tests/sh/with_cluster.sh wraps this for tests that want one cluster and plain psql (PGHOST etc. set).
 #
 # Each cluster listens only on a unix socket in its own directory (listen_addresses = ''), so port
 # numbers cannot clash with anything else on the machine. Clusters run as the postgres user because
@@ -14,7 +15,9 @@
 # directory on any exit, failure and ^C included.
 [ "${BASH_SOURCE[0]}" = "$0" ] && exit 0
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
+# PG_BIN: the binaries of the major under test; by default those of $PG_MAJOR (15) from scripts/pg_major.sh.
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/pg_major.sh"
+PG_BIN=${PG_BIN:-$(pg_bin_for "${PG_MAJOR:-15}")}
 CLUSTER_BASE=
 CLUSTER_PORT_NEXT=$((20000 + RANDOM % 20000))
 
