@@ -96,9 +96,11 @@ cluster_init() {
   return 0
 }
 
+# The server does not inherit RUST_BACKTRACE (as under Debian's pg_ctlcluster, which cleans the
+# environment): pgrx would append Rust backtraces to re-raised errors' DETAIL and change expected output.
 cluster_start() {
   local name=$1
-  as_pg "$PG_BIN/pg_ctl" -D "$(cluster_data "$name")" -l "$(cluster_log "$name")" -w -t 120 start \
+  as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$(cluster_data "$name")" -l "$(cluster_log "$name")" -w -t 120 start \
     >>"$CLUSTER_BASE/$name/pg_ctl.log" 2>&1
 }
 
