@@ -64,7 +64,7 @@ pub fn insert_row(index: pg_sys::Relation, tid: pg_sys::ItemPointerData, values:
 fn initialise(index: pg_sys::Relation, dims: usize) -> Rc<Shape> {
     let buf = read_locked(index, page::META_BLOCK, true);
     // SAFETY: block 0 is exclusively locked.
-    let meta = unsafe { page::read_meta(page_of(buf)) };
+    let meta = unsafe { page::read_meta(index, page_of(buf)) };
     if meta.dims == 0 {
         check_index_dims(dims);
         let metric = super::index_metric(index);

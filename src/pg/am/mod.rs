@@ -6,6 +6,8 @@
 pub mod build;
 pub mod check;
 pub mod cost;
+#[cfg(any(test, feature = "pg_test"))]
+mod format_test;
 pub mod insert;
 pub mod options;
 pub mod page;

@@ -80,8 +80,8 @@ pub fn nblocks(index: pg_sys::Relation) -> pg_sys::BlockNumber {
 /// Reads the meta page.
 pub fn read_meta(index: pg_sys::Relation) -> Meta {
     let buf = read_locked(index, page::META_BLOCK, false);
-    // SAFETY: block 0 is locked (share) while it is read.
-    let meta = unsafe { page::read_meta(page_of(buf)) };
+    // SAFETY: block 0 of `index` is locked (share) while it is read.
+    let meta = unsafe { page::read_meta(index, page_of(buf)) };
     release(buf);
     meta
 }

@@ -37,6 +37,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: `info` is valid for the duration of the call.
     let (index, strategy) = unsafe { ((*info).index, (*info).strategy) };
     let callback = callback.expect("bulk delete callback");
+    shape::read_meta(index); // refuses another on-disk format version before any item is interpreted
     let nblocks = shape::nblocks(index);
     let mut dead: HashSet<VectorRef> = HashSet::new();
     let mut live = 0f64;
