@@ -34,11 +34,12 @@ step() {
   local p f
   p=$(grep -aoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
   f=$(grep -aoE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-  # cargo prints both a "test result" line and per-test "... ok" lines; pg_regress only the latter: take
-  # the larger count, then add tests/sh's PASS/FAIL lines.
+  # cargo prints both a "test result" line and per-test "... ok" lines; pg_regress only per-test lines
+  # ("test x ... ok" up to PostgreSQL 15, TAP "ok 1 - x" / "not ok 1 - x" from 16): take the larger count,
+  # then add tests/sh's PASS/FAIL lines.
   local dp df
-  dp=$(grep -acE '\.\.\. ok( |$)' "$log" || true)
-  df=$(grep -acE '\.\.\. FAILED' "$log" || true)
+  dp=$(grep -acE '\.\.\. ok( |$)|^ok [0-9]+ ' "$log" || true)
+  df=$(grep -acE '\.\.\. FAILED|^not ok [0-9]+ ' "$log" || true)
   [ "$dp" -gt "$p" ] && p=$dp
   [ "$df" -gt "$f" ] && f=$df
   p=$((p + $(grep -acE '^PASS ' "$log" || true)))
