@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pg_imgsim's test command (README; called by .ci/run). On a fresh Debian 12 machine, as root or with sudo:
 # installs whatever is missing (scripts/install-deps.sh, idempotent), then runs every test suite:
-#   once: formatting and clippy; plain `cargo test` of the pure crates (src/algo, src/pipeline);
+#   once: formatting and clippy; plain `cargo test` of the pure crates (src/algo, src/pipeline); `cargo check`
+#   for PostgreSQL 13, 14, 16 and 17 against pgrx's shipped bindings (scripts/check_majors.sh);
 #   for each PostgreSQL major in IMGSIM_MAJORS (default "15 18"; where each lives: scripts/pg_major.sh):
 #   clippy of that major's cfg-gated code (majors other than 15), `cargo pgrx test pgN`, the extension
 #   installed (release), SQL regression tests (pg_regress form) and the shell tests in tests/sh/ against
@@ -57,6 +58,8 @@ step() {
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "unit tests: imgsim-algo, imgsim-pipeline" cargo test -p imgsim-algo -p imgsim-pipeline
+# Majors not installed here: type-checked against pgrx's pre-generated bindings (scripts/check_majors.sh).
+step "cargo check pg13 pg14 pg16 pg17 (pgrx's shipped bindings)" bash scripts/check_majors.sh 13 14 16 17
 for m in $majors; do
   export PG_MAJOR=$m
   PG_CONFIG=$(pg_config_for "$m"); PG_BIN=$(pg_bin_for "$m")

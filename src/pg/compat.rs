@@ -9,9 +9,40 @@
 //! `amcanbuildparallel` and `aminsertcleanup` 17, `amcanhash`, `amconsistentequality`,
 //! `amconsistentordering`, `amgettreeheight`, `amtranslatestrategy`, `amtranslatecmptype` 18) keep the
 //! zero/NULL that `makeNode` gives them: no summarizing, no parallel build, no hash or strategy translation.
-//! `aminsert`'s `indexUnchanged` argument (14+) is cfg-gated at its declaration (src/pg/am/insert.rs).
 
 use pgrx::pg_sys;
+
+/// The `aminsert` callback: `insert::aminsert` has the 14+ signature (with `indexUnchanged`); on 13 a
+/// wrapper with 13's signature calls it.
+#[cfg(not(feature = "pg13"))]
+pub use crate::pg::am::insert::aminsert;
+
+/// PostgreSQL 13's `aminsert` (no `indexUnchanged` argument, added in 14).
+#[cfg(feature = "pg13")]
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn aminsert(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    heap_tid: pg_sys::ItemPointer,
+    heap: pg_sys::Relation,
+    check_unique: pg_sys::IndexUniqueCheck::Type,
+    index_info: *mut pg_sys::IndexInfo,
+) -> bool {
+    // SAFETY: PostgreSQL's arguments, passed through unchanged; `false`: no hint that the row is unchanged.
+    unsafe {
+        crate::pg::am::insert::aminsert(
+            index,
+            values,
+            isnull,
+            heap_tid,
+            heap,
+            check_unique,
+            false,
+            index_info,
+        )
+    }
+}
 
 /// `atttypmod` of attribute `i` (0-based) of a tuple descriptor. PostgreSQL 18 moved the attributes
 /// behind `compact_attrs` (`TupleDescData.attrs` is gone); pgrx's `PgTupleDesc::get` knows both layouts.

@@ -23,7 +23,7 @@ pub unsafe extern "C-unwind" fn aminsert(
     heap_tid: pg_sys::ItemPointer,
     _heap: pg_sys::Relation,
     _check_unique: pg_sys::IndexUniqueCheck::Type,
-    #[cfg(not(feature = "pg13"))] _index_unchanged: bool, // PostgreSQL 14+
+    _index_unchanged: bool,
     _index_info: *mut pg_sys::IndexInfo,
 ) -> bool {
     // SAFETY: one key column: values[0]/isnull[0] are valid; heap_tid points to the new heap tuple.

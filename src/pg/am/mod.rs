@@ -57,7 +57,7 @@ pub unsafe extern "C-unwind" fn lsh_handler(_fcinfo: pg_sys::FunctionCallInfo) -
     am.amkeytype = pg_sys::InvalidOid;
     am.ambuild = Some(build::ambuild);
     am.ambuildempty = Some(build::ambuildempty);
-    am.aminsert = Some(insert::aminsert);
+    am.aminsert = Some(crate::pg::compat::aminsert);
     am.ambulkdelete = Some(vacuum::ambulkdelete);
     am.amvacuumcleanup = Some(vacuum::amvacuumcleanup);
     am.amcostestimate = Some(cost::amcostestimate);
