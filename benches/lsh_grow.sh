@@ -44,11 +44,11 @@ SQL
 
 # inserts NODE: N single-row INSERTs in 10 chunks; prints the rate of each chunk.
 inserts() {
-  local node=$1 i out rates=""
+  local node=$1 out rates=""
   cat >"$CLUSTER_BASE/insert.sql" <<'EOF'
 INSERT INTO t SELECT id, v FROM vsrc WHERE id = (SELECT nextval('seq'));
 EOF
-  for i in $(seq 1 10); do
+  for _ in $(seq 1 10); do
     out=$("$PG_BIN/pgbench" -h "$(cluster_sock "$node")" -p "$(cluster_port "$node")" -U postgres -n -c 1 \
       -t "$chunk" -f "$CLUSTER_BASE/insert.sql" postgres 2>&1)
     rates="$rates $(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1 | cut -d. -f1)"

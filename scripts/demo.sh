@@ -26,14 +26,14 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 start_dir=$PWD
 cd "$root"
-PG_MAJOR=${PG_MAJOR:-15}
-export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+export PG_MAJOR=${PG_MAJOR:-15}   # 15 (Debian) or 18 (.cache/pg18): scripts/pg_major.sh
+. scripts/pg_major.sh
+export PG_CONFIG=${PG_CONFIG:-$(pg_config_for "$PG_MAJOR")}
 export PATH=$HOME/.cargo/bin:$PATH
 images="" queries=() k=5 dburl="" port="" model=efficientnet_lite0 batch=32 out=demo-out
 skip_build="" rebuild="" stop=""
 pgdata=${IMGSIM_DEMO_PGDATA:-$root/.cache/demo-pg}   # IMGSIM_DEMO_PGDATA: for tests
 dbname=imgsim_demo
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 die() { printf '\033[1;31m[demo]\033[0m %s\n' "$*" >&2; exit 1; }
 log() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }

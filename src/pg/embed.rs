@@ -101,8 +101,8 @@ pub fn init_gucs() {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
-    // SAFETY: called from _PG_init.
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_imgsim".as_ptr()) };
+    // SAFETY: called from _PG_init, after the pg_imgsim.* GUCs were defined.
+    unsafe { crate::pg::compat::reserve_guc_prefix(c"pg_imgsim") };
 }
 
 fn guc_str(g: &GucSetting<Option<CString>>) -> String {

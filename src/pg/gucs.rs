@@ -68,5 +68,5 @@ pub fn init() {
         GucFlags::default(),
     );
     // SAFETY: called from _PG_init; reserves the "lsh." prefix so typos in lsh.* settings are reported.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lsh".as_ptr()) };
+    unsafe { crate::pg::compat::reserve_guc_prefix(c"lsh") };
 }

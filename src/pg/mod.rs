@@ -9,6 +9,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod am;
+pub mod compat;
 pub mod embed;
 pub mod fmgr;
 pub mod gucs;

@@ -7,8 +7,9 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/tests/sh/lib.sh"
-cd "$root"
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin/pg_config}
+cd "$root" || exit 1
+. "$root/scripts/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-$(pg_config_for "${PG_MAJOR:-15}")}
 bindir=$("$PG_CONFIG" --bindir)
 if ! grep -qs img_embed_batch "$("$PG_CONFIG" --sharedir)"/extension/pg_imgsim--*.sql; then
   echo "SKIP demo: the installed pg_imgsim has no img_embed_batch yet"
@@ -23,6 +24,7 @@ for c in animals fish tools; do
 done
 chmod -R a+rX "$tmp/photos"
 export IMGSIM_DEMO_PGDATA=$tmp/pg
+# shellcheck disable=SC2120  # extra demo.sh options when a run needs them
 run_demo() { bash scripts/demo.sh --skip-build --images "$tmp/photos" --k 3 --out "$tmp/out" "$@"; }
 
 run_demo >"$tmp/run1.log" 2>&1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Client libraries against pg_imgsim, in a throwaway cluster (pg_virtualenv), as root:
+# Client libraries against pg_imgsim, in a throwaway cluster of $PG_MAJOR (tests/sh/with_cluster.sh), as root:
 #   tests/clients/python/test_psycopg.py     psycopg 3: text/binary adapters, numpy, COPY, embedding[]
 #   tests/clients/python/test_sqlalchemy.py  SQLAlchemy 2 ORM: Embedding(dims) column, comparator queries
 #   tests/clients/python/test_demo_load.py   scripts/demo_report.py's loader: (path, sha256) keys, re-runs
@@ -17,7 +17,7 @@ if [ -z "${PG_IMGSIM_IN_VENV:-}" ]; then
   CARGO_TARGET_DIR=$root/target/clients cargo build --locked -q \
     --manifest-path "$root/tests/clients/rust/Cargo.toml" >"$root/target/clients-build.log" 2>&1
   echo $? >"$root/target/clients-build.rc"
-  PG_IMGSIM_IN_VENV=1 exec pg_virtualenv -v "${PG_MAJOR:-15}" bash "$0" "$@"
+  PG_IMGSIM_IN_VENV=1 exec bash "$here/with_cluster.sh" bash "$0" "$@"
 fi
 . "$here/lib.sh"
 py=$root/.cache/venv/bin/python

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Throwaway PostgreSQL clusters for tests/sh/*.sh (sourced, not run: scripts/test.sh runs every
 # tests/sh/*.sh, so running this file alone just exits 0).
 #
@@ -7,6 +8,7 @@
 #   cluster_start NAME / cluster_stop NAME [mode] / cluster_crash NAME (SIGKILL to every process)
 #   cq NAME [psql args...]             # psql -qXAt -v ON_ERROR_STOP=1 against NAME's postgres db
 #   cluster_create_extension NAME      # CREATE EXTENSION pg_imgsim, retried while the lead reinstalls
+# tests/sh/with_cluster.sh wraps this for tests that want one cluster and plain psql (PGHOST etc. set).
 #
 # Each cluster listens only on a unix socket in its own directory (listen_addresses = ''), so port
 # numbers cannot clash with anything else on the machine. Clusters run as the postgres user because
@@ -14,7 +16,9 @@
 # directory on any exit, failure and ^C included.
 [ "${BASH_SOURCE[0]}" = "$0" ] && exit 0
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
+# PG_BIN: the binaries of the major under test; by default those of $PG_MAJOR (15) from scripts/pg_major.sh.
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/pg_major.sh"
+PG_BIN=${PG_BIN:-$(pg_bin_for "${PG_MAJOR:-15}")}
 CLUSTER_BASE=
 CLUSTER_PORT_NEXT=$((20000 + RANDOM % 20000))
 
@@ -93,9 +97,11 @@ cluster_init() {
   return 0
 }
 
+# The server does not inherit RUST_BACKTRACE (as under Debian's pg_ctlcluster, which cleans the
+# environment): pgrx would append Rust backtraces to re-raised errors' DETAIL and change expected output.
 cluster_start() {
   local name=$1
-  as_pg "$PG_BIN/pg_ctl" -D "$(cluster_data "$name")" -l "$(cluster_log "$name")" -w -t 120 start \
+  as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$(cluster_data "$name")" -l "$(cluster_log "$name")" -w -t 120 start \
     >>"$CLUSTER_BASE/$name/pg_ctl.log" 2>&1
 }
 
@@ -109,11 +115,11 @@ cluster_postmaster_pid() { head -1 "$(cluster_data "$1")/postmaster.pid"; }
 # cluster_crash NAME: SIGKILL, at once, to the postmaster and every process it started (no shutdown,
 # no checkpoint: as far as PostgreSQL can tell, the machine lost power), and waits until they are gone.
 cluster_crash() {
-  local name=$1 pid i pids
+  local name=$1 pid pids
   pid=$(cluster_postmaster_pid "$name")
   pids="$pid $(cluster_children "$name")"
   kill -9 $pids 2>/dev/null
-  for i in $(seq 1 300); do
+  for _ in $(seq 1 300); do
     pids=$(cluster_children "$name")
     [ -z "$pids" ] && ! kill -0 "$pid" 2>/dev/null && return 0
     kill -9 $pids 2>/dev/null
@@ -144,8 +150,8 @@ cq() {
 
 # cluster_create_extension NAME: the lead reinstalls the extension now and then; retry for a while.
 cluster_create_extension() {
-  local name=$1 i out
-  for i in $(seq 1 30); do
+  local name=$1 out
+  for _ in $(seq 1 30); do
     if out=$(cq "$name" -c 'CREATE EXTENSION IF NOT EXISTS pg_imgsim' 2>&1); then
       return 0
     fi

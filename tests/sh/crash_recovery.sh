@@ -95,7 +95,8 @@ verify() {
   # Rows checked through the index: the rows updated during the load, the last 100 acknowledged
   # inserts (their pages were the least likely to be on disk at the crash), and a stride sample of
   # the rest (about 150): each must be its own nearest neighbour.
-  local sample="(id IN ($(grep -hE '^[0-9]+$' "$work/upd.$r" | sort -un | head -100 | idlist))
+  local sample
+  sample="(id IN ($(grep -hE '^[0-9]+$' "$work/upd.$r" | sort -un | head -100 | idlist))
                  OR id IN ($(tail -100 "$work/acked.$r" | idlist)) OR id % (1 + $n / 150) = 0)"
   explain=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.probes = 1" \
     -c "EXPLAIN SELECT id FROM t WHERE $sample AND id <> (SELECT t2.id FROM t t2 ORDER BY t2.v <-> t.v LIMIT 1)")

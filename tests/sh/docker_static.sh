@@ -8,7 +8,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
-cd "$root"
+cd "$root" || exit 1
 
 out=$(python3 - "$root" <<'PY'
 import fnmatch, glob, os, re, shlex, sys

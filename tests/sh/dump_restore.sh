@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # pg_dump of a database with embedding columns, restored into a new database, gives identical values.
-# Runs inside a throwaway cluster (pg_virtualenv), as root.
+# Runs inside a throwaway cluster of $PG_MAJOR (tests/sh/with_cluster.sh), as root.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PG_IMGSIM_IN_VENV:-}" ]; then
-  PG_IMGSIM_IN_VENV=1 exec pg_virtualenv -t -v "${PG_MAJOR:-15}" bash "$0" "$@"
+  PG_IMGSIM_IN_VENV=1 exec bash "$here/with_cluster.sh" bash "$0" "$@"
 fi
 . "$here/lib.sh"
 psql -qX -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE src' -c 'CREATE DATABASE dst' >/dev/null

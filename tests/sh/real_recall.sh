@@ -11,7 +11,7 @@ if [ -z "${PG_IMGSIM_IN_VENV:-}" ]; then
   photos=$(mktemp -d /tmp/pg_imgsim-variants.XXXXXX)
   "$root/.cache/venv/bin/python" "$root/scripts/make_variants.py" "$root/.cache/data/gcompris" "$photos" || exit 1
   chmod -R a+rX "$photos"
-  PG_IMGSIM_PHOTOS=$photos PG_IMGSIM_IN_VENV=1 pg_virtualenv -t -v "${PG_MAJOR:-15}" bash "$0" "$@"
+  PG_IMGSIM_PHOTOS=$photos PG_IMGSIM_IN_VENV=1 bash "$here/with_cluster.sh" bash "$0" "$@"
   rc=$?; rm -rf "$photos"; exit $rc
 fi
 . "$here/lib.sh"

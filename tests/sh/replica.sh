@@ -55,9 +55,9 @@ SQL
 
 # wait_replay: until the standby has replayed everything the primary wrote so far.
 wait_replay() {
-  local lsn i
+  local lsn
   lsn=$(cq p -c "SELECT pg_current_wal_lsn()")
-  for i in $(seq 1 600); do
+  for _ in $(seq 1 600); do
     [ "$(cq s -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" = t ] && return 0
     sleep 0.2
   done

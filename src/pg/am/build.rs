@@ -217,7 +217,7 @@ unsafe extern "C-unwind" fn build_callback(
 /// Typmod dimensions of the indexed column (0 when unconstrained).
 fn column_dims(index: pg_sys::Relation) -> usize {
     // SAFETY: an index relation has a tuple descriptor with at least one attribute.
-    let typmod = unsafe { (*(*index).rd_att).attrs.as_slice(1)[0].atttypmod };
+    let typmod = unsafe { crate::pg::compat::attr_typmod((*index).rd_att, 0) };
     if typmod > 0 {
         typmod as usize
     } else {

@@ -105,7 +105,7 @@ fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
     let dims = first.len();
     let buf = read_locked(index, page::META_BLOCK, true);
     // SAFETY: block 0 is exclusively locked.
-    let meta = unsafe { page::read_meta(page_of(buf)) };
+    let meta = unsafe { page::read_meta(index, page_of(buf)) };
     if meta.dims == 0 {
         check_index_dims(dims);
         let metric = super::index_metric(index);

@@ -6,6 +6,8 @@
 pub mod build;
 pub mod check;
 pub mod cost;
+#[cfg(any(test, feature = "pg_test"))]
+mod format_test;
 pub mod grow;
 pub mod info;
 pub mod insert;
@@ -57,7 +59,7 @@ pub unsafe extern "C-unwind" fn lsh_handler(_fcinfo: pg_sys::FunctionCallInfo) -
     am.amkeytype = pg_sys::InvalidOid;
     am.ambuild = Some(build::ambuild);
     am.ambuildempty = Some(build::ambuildempty);
-    am.aminsert = Some(insert::aminsert);
+    am.aminsert = Some(crate::pg::compat::aminsert);
     am.ambulkdelete = Some(vacuum::ambulkdelete);
     am.amvacuumcleanup = Some(vacuum::amvacuumcleanup);
     am.amcostestimate = Some(cost::amcostestimate);

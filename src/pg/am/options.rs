@@ -1,5 +1,6 @@
 //! Index options: `CREATE INDEX ... USING lsh (v embedding_l2_ops) WITH (bits = 12, tables = 8, ...)`.
 
+use crate::pg::compat::int_relopt as elt;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,14 +67,6 @@ pub fn init() {
             i32::MAX,
             lock,
         );
-    }
-}
-
-fn elt(name: &'static std::ffi::CStr, offset: usize) -> pg_sys::relopt_parse_elt {
-    pg_sys::relopt_parse_elt {
-        optname: name.as_ptr(),
-        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-        offset: offset as i32,
     }
 }
 

@@ -12,11 +12,16 @@
 //!   per (row, table); chained through the special area's `next`.
 //! - VECTOR pages: items `[heap block u32][heap offset u16][flags u16][f32 × dims]`, one per indexed row.
 
-use crate::pg::fmgr::error;
+use crate::pg::fmgr::{error, raise};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 pub const MAGIC: u32 = 0x4C53_4831; // "LSH1"
+/// On-disk format version, written at build and checked by every reader of the meta page (scan, insert,
+/// VACUUM, `lsh_index_check`). Bump it whenever a change makes existing indexes unreadable or wrongly read
+/// (page or item layout, meta fields, hashing: plane generation, centring, code or sketch bits); an index
+/// with another version is refused with SQLSTATE 55000 and the hint `REINDEX INDEX <name>` (README,
+/// "On-disk format"). Changes that old indexes still read correctly keep the version.
 pub const VERSION: u32 = 1;
 pub const META_BLOCK: pg_sys::BlockNumber = 0;
 pub const INVALID_BLOCK: pg_sys::BlockNumber = pg_sys::InvalidBlockNumber;
@@ -122,8 +127,8 @@ pub unsafe fn kind(page: pg_sys::Page) -> u16 {
 /// Reads the meta page contents, checking magic and version.
 ///
 /// # Safety
-/// `page` must be the index's block 0, locked by the caller.
-pub unsafe fn read_meta(page: pg_sys::Page) -> Meta {
+/// `page` must be block 0 of the open index `index`, locked by the caller.
+pub unsafe fn read_meta(index: pg_sys::Relation, page: pg_sys::Page) -> Meta {
     // SAFETY: guaranteed by the caller; the contents area holds a `Meta` written by `write_meta`.
     let meta = unsafe { std::ptr::read_unaligned(pg_sys::PageGetContents(page) as *const Meta) };
     if meta.magic != MAGIC {
@@ -133,15 +138,43 @@ pub unsafe fn read_meta(page: pg_sys::Page) -> Meta {
         );
     }
     if meta.version != VERSION {
-        error(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!(
-                "lsh index format version {} is not supported (expected {VERSION}): REINDEX it",
-                meta.version
-            ),
-        );
+        version_mismatch(index, meta.version);
     }
     meta
+}
+
+/// ERROR for an index written in another on-disk format version: it must be rebuilt.
+pub fn version_mismatch(index: pg_sys::Relation, found: u32) -> ! {
+    // SAFETY: `index` is an open relation; get_namespace_name and quote_qualified_identifier return
+    // palloc'd NUL-terminated strings (or NULL for a namespace dropped meanwhile, not possible while the
+    // index is open and locked).
+    let (name, qualified) = unsafe {
+        let rel = (*index).rd_rel;
+        let name = pgrx::name_data_to_str(&(*rel).relname).to_string();
+        let nsp = pg_sys::get_namespace_name((*rel).relnamespace);
+        let relname = pg_sys::quote_identifier((*rel).relname.data.as_ptr());
+        let qualified = if nsp.is_null() {
+            std::ffi::CStr::from_ptr(relname)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            std::ffi::CStr::from_ptr(pg_sys::quote_qualified_identifier(
+                nsp,
+                (*rel).relname.data.as_ptr(),
+            ))
+            .to_string_lossy()
+            .into_owned()
+        };
+        (name, qualified)
+    };
+    raise(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "lsh index \"{name}\" has on-disk format version {found}, this pg_imgsim reads version {VERSION}"
+        ),
+        Some("The index was built by another version of pg_imgsim.".into()),
+        Some(format!("REINDEX INDEX {qualified}")),
+    )
 }
 
 /// Writes `meta` into a page initialised as META and sets pd_lower past it.

@@ -68,20 +68,7 @@ pub fn block_of(buf: pg_sys::Buffer) -> pg_sys::BlockNumber {
 /// Extends the index (main fork, or `fork`) by one page, returned pinned and exclusively locked, not yet
 /// initialised: the caller initialises it inside a `PageWrite` (or directly during build).
 pub fn new_buffer(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> pg_sys::Buffer {
-    // SAFETY: extension is serialised by the relation extension lock, as PostgreSQL's own AMs do.
-    unsafe {
-        pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-        let buf = pg_sys::ReadBufferExtended(
-            index,
-            fork,
-            pg_sys::InvalidBlockNumber, // P_NEW
-            pg_sys::ReadBufferMode::RBM_NORMAL,
-            std::ptr::null_mut(),
-        );
-        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
-        buf
-    }
+    crate::pg::compat::extend_locked(index, fork)
 }
 
 /// Number of blocks in the index's main fork.
@@ -93,8 +80,8 @@ pub fn nblocks(index: pg_sys::Relation) -> pg_sys::BlockNumber {
 /// Reads the meta page.
 pub fn read_meta(index: pg_sys::Relation) -> Meta {
     let buf = read_locked(index, page::META_BLOCK, false);
-    // SAFETY: block 0 is locked (share) while it is read.
-    let meta = unsafe { page::read_meta(page_of(buf)) };
+    // SAFETY: block 0 of `index` is locked (share) while it is read.
+    let meta = unsafe { page::read_meta(index, page_of(buf)) };
     release(buf);
     meta
 }

@@ -23,8 +23,7 @@ fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::Index
 }
 
 fn delay() {
-    // SAFETY: honours vacuum_cost_delay and checks for interrupts.
-    unsafe { pg_sys::vacuum_delay_point() };
+    crate::pg::compat::vacuum_delay_point();
 }
 
 /// `ambulkdelete`
@@ -39,7 +38,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: `info` is valid for the duration of the call.
     let (index, strategy) = unsafe { ((*info).index, (*info).strategy) };
     let callback = callback.expect("bulk delete callback");
-    // Bucket pages are found by block number below: the structure must not be rebuilt meanwhile.
+    shape::read_meta(index); // refuses another on-disk format version before any item is interpreted
+                             // Bucket pages are found by block number below: the structure must not be rebuilt meanwhile.
     let _shared = SharedStructure::lock(index);
     let nblocks = shape::nblocks(index);
     let mut dead: HashSet<VectorRef> = HashSet::new();

@@ -114,7 +114,11 @@ SELECT * FROM small ORDER BY v <-> '[1,2,3]' LIMIT 3;
 INSERT INTO small VALUES (1, '[1,2,3]');
 SELECT id FROM small ORDER BY v <-> '[1,2,3]' LIMIT 3;
 INSERT INTO small VALUES (2, NULL), (3, '[1,2,3]'), (4, '[1,2,3]'), (5, '[3,2,1]');
+-- NULL distances sort last. A seq scan: the index holds no NULL embeddings, and PostgreSQL 18 (not 15)
+-- would use it for the first sort key under an Incremental Sort, leaving row 2 out.
+SET enable_indexscan = off;
 SELECT id, v <-> '[1,2,3]' AS d FROM small ORDER BY v <-> '[1,2,3]', id LIMIT 10;
+RESET enable_indexscan;
 SELECT id FROM small ORDER BY v <-> NULL LIMIT 3;
 SELECT id FROM small ORDER BY v <-> '[1,2]' LIMIT 3;
 INSERT INTO small VALUES (6, '[1,2]');
