@@ -7,9 +7,11 @@
 # does for the tests) the same single-row inserts into a pgvector hnsw index (m 16, ef_construction 64)
 # on the same rows, for the insert rate side by side.
 #   bash benches/lsh_grow.sh [--rows N] [--dims D] [--queries Q]   (defaults 100000, 128, 200)
-# Data: 100 clusters of 9 sub-clusters each (centre + 0.3 x sub-centre offset + uniform noise of width 0.1),
-# generated once in SQL with a fixed seed; the query vectors are held-out points of the same distribution. Needs the extension installed (release build:
-# cargo pgrx install --release) for the major in PG_MAJOR (default 15).
+# Data: 100 clusters of 9 sub-clusters each, and groups of 10 rows inside them (centre + 0.3 x sub-centre
+# offset + 0.1 x a group offset + uniform noise of width 0.04),
+# generated once in SQL with a fixed seed; the query vectors are held-out points of the same distribution.
+# Needs the extension installed (release build: cargo pgrx install --release) for the major in PG_MAJOR
+# (default 15).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -33,9 +35,9 @@ SELECT setseed(0.31);
 CREATE TABLE centre AS SELECT c, ARRAY(SELECT random() * 2 - 1 FROM generate_series(1, $dims)) AS x
   FROM generate_series(0, 999) c;
 CREATE TABLE src AS SELECT g AS id,
-  ARRAY(SELECT a.x[i] + 0.3 * b.x[i] + (random() - 0.5) * 0.1
+  ARRAY(SELECT a.x[i] + 0.3 * b.x[i] + 0.1 * sin((g % 10000) * 12.9898 + i * 78.233) + (random() - 0.5) * 0.04
         FROM centre a, centre b, generate_series(1, $dims) i
-        WHERE a.c = g % 100 AND b.c = 100 + (g % 100) * 9 + (g / 100) % 9 ORDER BY i) AS x
+        WHERE a.c = g % 100 AND b.c = 100 + (g % 100) * 9 + ((g % 10000) / 100) % 9 ORDER BY i) AS x
   FROM generate_series(1, $rows + $queries) g;
 CREATE UNIQUE INDEX ON src (id);
 CREATE SEQUENCE seq;

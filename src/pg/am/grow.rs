@@ -16,10 +16,10 @@
 //!
 //! Crash safety: the new chains, mean and directory are written to new pages first (unreachable until the
 //! switch), then the meta page is rewritten in one WAL record (the switch, with a new build id so every
-//! backend reloads its cached shape), then the old structure pages are zeroed (WAL-logged) and offered to
-//! inserts through the free space map. A crash before the switch leaves the old structure in use; after
+//! backend reloads its cached shape), then the old structure pages become empty vector pages (WAL-logged)
+//! offered to inserts through the free space map. A crash before the switch leaves the old structure in use; after
 //! it, the new one. Either way the pages of the other are left unused (space, not correctness).
-//! A standby replays the same records; a scan there that meets a zeroed page in a chain it started on
+//! A standby replays the same records; a scan there that meets a vector page in a chain it started on
 //! before the switch stops reading that chain (see scan.rs).
 
 use super::build::{write_meta_page, write_structure};
@@ -201,14 +201,14 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
     let buf = read_locked(index, page::META_BLOCK, true);
     write_meta_page(index, buf, &meta);
     release(buf);
-    // The old structure's pages become free pages for vectors.
+    // The old structure's pages become empty vector pages, free for inserts. (Not zeroed: a WAL-logged
+    // page gets an LSN, and a page with an LSN but no header fails PostgreSQL's page check when read.)
     for blk in old_blocks {
         let buf = read_locked(index, blk, true);
         let mut w = PageWrite::start(index);
         let p = w.page(buf, true);
-        // SAFETY: `p` is the registered full image of the exclusively locked page; zeroed whole, it
-        // is a new (PageIsNew) page that inserts initialise as a vector page.
-        unsafe { std::ptr::write_bytes(p as *mut u8, 0, pg_sys::BLCKSZ as usize) };
+        // SAFETY: `p` is the registered full image of the exclusively locked page, initialised whole.
+        unsafe { page::init_page(p, page::KIND_VECTOR) };
         w.finish();
         // SAFETY: recording the free page in the free space map.
         unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, pg_sys::BLCKSZ as usize / 2) };

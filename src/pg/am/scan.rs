@@ -81,7 +81,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         let mut value = pg_sys::Datum::from(0usize);
         let mut isnull = true;
         (*scan).xs_itupdesc = (*index).rd_att;
-        (*scan).xs_itup = pg_sys::index_form_tuple((*index).rd_att, &mut value, &mut isnull);
+        (*scan).xs_itup =
+            pg_sys::index_form_tuple((*index).rd_att, &raw mut value, &raw mut isnull);
         // The state belongs to the scan's memory context: it is dropped when that context goes, also
         // when the query fails or is cancelled and amendscan never runs.
         (*scan).opaque = PgMemoryContexts::CurrentMemoryContext
