@@ -65,6 +65,8 @@ step "unit tests: imgsim-algo, imgsim-pipeline" cargo test -p imgsim-algo -p img
 # Majors not installed here: type-checked against pgrx's pre-generated bindings (scripts/check_majors.sh).
 step "cargo check pg13 pg14 pg16 pg17 (pgrx's shipped bindings)" bash scripts/check_majors.sh 13 14 16 17
 for m in $majors; do
+  # pg_config_for prefers $PG_CONFIG when $PG_MAJOR matches: clear the previous major's first.
+  unset PG_CONFIG PG_BIN
   export PG_MAJOR=$m
   PG_CONFIG=$(pg_config_for "$m"); PG_BIN=$(pg_bin_for "$m")
   export PG_CONFIG PG_BIN
