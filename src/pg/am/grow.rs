@@ -24,7 +24,7 @@
 
 use super::build::{write_meta_page, write_structure};
 use super::options;
-use super::page::{self, VectorItem, VectorRef};
+use super::page::{self, VectorRef};
 use super::shape::{self, page_of, read_locked, release, Shape};
 use super::xlog::PageWrite;
 use imgsim_algo::lsh::{LshParams, MeanAccumulator};
@@ -125,30 +125,12 @@ fn stored_vectors(index: pg_sys::Relation, old: &Shape) -> (Vec<VectorRef>, Mean
     let mut mean = MeanAccumulator::new(params.dims as usize, params.metric);
     let mut vrefs = Vec::new();
     let mut values = Vec::with_capacity(params.dims as usize);
-    for blk in 1..shape::nblocks(index) {
-        pg_sys::check_for_interrupts!();
-        let buf = read_locked(index, blk, false);
-        let p = page_of(buf);
-        // SAFETY: the page is share-locked while its items are decoded.
-        unsafe {
-            if page::kind(p) == page::KIND_VECTOR {
-                for off in 1..=page::max_offset(p) {
-                    let Some(b) = page::item(p, off) else {
-                        continue;
-                    };
-                    let item = VectorItem::parse(b);
-                    if item.deleted() {
-                        continue;
-                    }
-                    item.values_into(&mut values);
-                    // Every stored row is kept; only the mean skips what it cannot use.
-                    let _ = mean.add(&values);
-                    vrefs.push(VectorRef::new(blk, off));
-                }
-            }
-        }
-        release(buf);
-    }
+    shape::for_each_live_vector(index, |vref, item| {
+        item.values_into(&mut values);
+        // Every stored row is kept; only the mean skips what it cannot use.
+        let _ = mean.add(&values);
+        vrefs.push(vref);
+    });
     (vrefs, mean)
 }
 

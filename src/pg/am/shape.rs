@@ -212,9 +212,12 @@ pub fn read_vector(
     res
 }
 
-/// Heap TIDs of every vector item not flagged deleted, in physical order (a scan for a NULL query).
-pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
-    let mut out = Vec::new();
+/// Calls `f` with the address and item of every vector not flagged deleted, in physical order, each page
+/// share-locked while its items are visited.
+pub fn for_each_live_vector(
+    index: pg_sys::Relation,
+    mut f: impl FnMut(VectorRef, &page::VectorItem),
+) {
     for blk in 1..nblocks(index) {
         pg_sys::check_for_interrupts!();
         let buf = read_locked(index, blk, false);
@@ -226,7 +229,7 @@ pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
                     if let Some(b) = page::item(p, off) {
                         let item = page::VectorItem::parse(b);
                         if !item.deleted() {
-                            out.push(item.heap_tid());
+                            f(VectorRef::new(blk, off), &item);
                         }
                     }
                 }
@@ -234,6 +237,12 @@ pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
         }
         release(buf);
     }
+}
+
+/// Heap TIDs of every vector item not flagged deleted, in physical order (a scan for a NULL query).
+pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
+    let mut out = Vec::new();
+    for_each_live_vector(index, |_, item| out.push(item.heap_tid()));
     out
 }
 
