@@ -5,9 +5,11 @@
 //! chains, the mean and the directory are written. Every page is written once, whole, through
 //! GenericXLog (a full-page image, as log_newpage would), so the build is crash-safe and replicated.
 
+use super::buffer::{self, Lock, Locked};
 use super::options;
 use super::page::{self, BucketEntry, Meta, VectorItem, VectorRef};
-use super::shape::{self, block_of, new_buffer, page_of, release};
+use super::page::{PageMut, PageRef};
+use super::shape;
 use super::xlog::PageWrite;
 use super::MAX_INDEX_DIMS;
 use crate::pg::fmgr::{error, raise};
@@ -49,25 +51,27 @@ impl LocalPage {
         let mut p = LocalPage {
             buf: vec![0u64; pg_sys::BLCKSZ as usize / 8],
         };
-        // SAFETY: `buf` is BLCKSZ bytes, 8-aligned, owned by us.
-        unsafe { page::init_page(p.page(), kind) };
+        p.page_mut().init(kind);
         p
     }
-    pub fn page(&mut self) -> pg_sys::Page {
-        self.buf.as_mut_ptr() as pg_sys::Page
+    pub fn page(&self) -> PageRef<'_> {
+        // SAFETY: `buf` is BLCKSZ bytes, 8-aligned, owned by us and initialised by `new`.
+        unsafe { PageRef::new(self.buf.as_ptr() as pg_sys::Page) }
     }
-    /// Adds an item, or returns false if the page is full.
+    pub fn page_mut(&mut self) -> PageMut<'_> {
+        // SAFETY: as above; the mutable borrow of `self` makes the image exclusively ours while it lasts,
+        // and it reaches the index only through `write_new_page` (WAL-logged).
+        unsafe { PageMut::new(self.buf.as_mut_ptr() as pg_sys::Page) }
+    }
+    /// Adds an item, or returns None if the page is full.
     pub fn add(&mut self, bytes: &[u8]) -> Option<pg_sys::OffsetNumber> {
-        // SAFETY: the image is a valid initialised page owned by us.
-        unsafe { page::add_item(self.page(), bytes) }
+        self.page_mut().add_item(bytes)
     }
     pub fn set_next(&mut self, next: pg_sys::BlockNumber) {
-        // SAFETY: as above.
-        unsafe { (*page::opaque(self.page())).next = next };
+        self.page_mut().set_next(next);
     }
-    pub fn is_empty(&mut self) -> bool {
-        // SAFETY: as above.
-        unsafe { page::max_offset(self.page()) == 0 }
+    pub fn is_empty(&self) -> bool {
+        self.page().max_offset() == 0
     }
 }
 
@@ -75,22 +79,13 @@ impl LocalPage {
 pub fn write_new_page(
     index: pg_sys::Relation,
     fork: pg_sys::ForkNumber::Type,
-    image: &mut LocalPage,
+    image: &LocalPage,
 ) -> pg_sys::BlockNumber {
-    let buf = new_buffer(index, fork);
-    let mut w = PageWrite::start(index);
-    let p = w.page(buf, true);
-    // SAFETY: `p` is the registered BLCKSZ image of the new buffer; `image` is a full page.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            image.page() as *const u8,
-            p as *mut u8,
-            pg_sys::BLCKSZ as usize,
-        )
-    };
+    let mut buf = Locked::extend(index, fork);
+    let blk = buf.block();
+    let w = PageWrite::start(index);
+    w.page(&mut buf, true).copy_from(image.page());
     w.finish();
-    let blk = block_of(buf);
-    release(buf);
     blk
 }
 
@@ -109,9 +104,9 @@ struct BuildState {
 
 impl BuildState {
     fn flush(&mut self) {
-        if let Some(mut p) = self.page.take() {
+        if let Some(p) = self.page.take() {
             if !p.is_empty() {
-                let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut p);
+                let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &p);
                 self.vrefs
                     .extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
             }
@@ -257,9 +252,8 @@ pub unsafe extern "C-unwind" fn ambuild(
     }
     // Block 0: the meta page, rewritten at the end.
     let mut meta_image = LocalPage::new(page::KIND_META);
-    // SAFETY: writing a zeroed-but-valid meta into our local image.
-    unsafe { page::write_meta(meta_image.page(), &empty_meta()) };
-    write_new_page(index, pg_sys::ForkNumber::MAIN_FORKNUM, &mut meta_image);
+    meta_image.page_mut().write_meta(&empty_meta());
+    write_new_page(index, pg_sys::ForkNumber::MAIN_FORKNUM, &meta_image);
 
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
     let mut st = BuildState {
@@ -318,9 +312,11 @@ pub unsafe extern "C-unwind" fn ambuild(
         let mean = acc.finish();
         drop(acc);
         let meta = write_structure(index, params, mean, &st.vrefs, true);
-        let buf = shape::read_locked(index, page::META_BLOCK, true);
-        write_meta_page(index, buf, &meta);
-        release(buf);
+        write_meta_page(
+            index,
+            &mut Locked::read(index, page::META_BLOCK, Lock::Exclusive),
+            &meta,
+        );
     }
     let mut result = unsafe { PgBox::<pg_sys::IndexBuildResult>::alloc0() };
     result.heap_tuples = heap_tuples;
@@ -333,21 +329,8 @@ pub unsafe extern "C-unwind" fn ambuild(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let mut image = LocalPage::new(page::KIND_META);
-    // SAFETY: writing the meta into our local image.
-    unsafe { page::write_meta(image.page(), &empty_meta()) };
-    let buf = new_buffer(index, pg_sys::ForkNumber::INIT_FORKNUM);
-    // SAFETY: init forks are always WAL-logged (log_newpage_buffer), as PostgreSQL's own AMs do.
-    unsafe {
-        let p = page_of(buf);
-        std::ptr::copy_nonoverlapping(
-            image.page() as *const u8,
-            p as *mut u8,
-            pg_sys::BLCKSZ as usize,
-        );
-        pg_sys::MarkBufferDirty(buf);
-        pg_sys::log_newpage_buffer(buf, true);
-    }
-    release(buf);
+    image.page_mut().write_meta(&empty_meta());
+    buffer::write_init_fork_page(index, image.page());
 }
 
 pub fn empty_meta() -> Meta {
@@ -377,14 +360,11 @@ fn dir_bits_for(rows: usize, bits: u32) -> u32 {
 }
 
 /// Rewrites the meta page (block 0, pinned and exclusively locked by the caller) with `meta`.
-pub fn write_meta_page(index: pg_sys::Relation, buf: pg_sys::Buffer, meta: &Meta) {
-    let mut w = PageWrite::start(index);
-    let p = w.page(buf, true);
-    // SAFETY: `p` is the registered image of block 0; it is re-initialised whole.
-    unsafe {
-        page::init_page(p, page::KIND_META);
-        page::write_meta(p, meta);
-    }
+pub fn write_meta_page(index: pg_sys::Relation, buf: &mut Locked, meta: &Meta) {
+    let w = PageWrite::start(index);
+    let mut p = w.page(buf, true);
+    p.init(page::KIND_META);
+    p.write_meta(meta);
     w.finish();
 }
 
@@ -524,9 +504,8 @@ fn write_raw_run(
     let mut count = 0;
     for (i, chunk) in bytes.chunks(page::WORDS_PER_PAGE * 4).enumerate() {
         let mut p = LocalPage::new(kind);
-        // SAFETY: the chunk fits the page's raw capacity.
-        unsafe { page::write_raw(p.page(), chunk) };
-        let blk = write_new_page(index, fork, &mut p);
+        p.page_mut().write_contents(chunk);
+        let blk = write_new_page(index, fork, &p);
         if i == 0 {
             first = blk;
         } else if blk != first + i as u32 {

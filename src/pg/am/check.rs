@@ -4,9 +4,10 @@
 //! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does,
 //! like amcheck's heapallindexed: heap -> index).
 
+use super::buffer::{Lock, Locked};
 use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
-use super::shape::{self, page_of, read_locked, release};
+use super::shape;
 use crate::pg::types::embedding::EmbeddingRef;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -123,37 +124,33 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
     let mut vectors: HashMap<VectorRef, (pg_sys::ItemPointerData, Vec<f32>)> = HashMap::new();
     let mut deleted: HashSet<VectorRef> = HashSet::new();
     for blk in 1..nblocks {
-        let buf = read_locked(index, blk, false);
-        let p = page_of(buf);
-        // SAFETY: the page is share-locked while read.
-        unsafe {
-            let kind = page::kind(p);
-            if kind != 0 && !(page::KIND_MEAN..=page::KIND_VECTOR).contains(&kind) {
-                problems.push(format!("block {blk} has unknown page kind {kind}"));
-            }
-            if kind == page::KIND_VECTOR {
-                for off in 1..=page::max_offset(p) {
-                    if let Some(b) = page::item(p, off) {
-                        let it = VectorItem::parse(b);
-                        if it.deleted() {
-                            deleted.insert(VectorRef::new(blk, off));
-                            continue;
-                        }
-                        let mut vals = Vec::new();
-                        it.values_into(&mut vals);
-                        if vals.len() != meta.dims as usize {
-                            problems.push(format!(
-                                "vector at block {blk} offset {off} has {} dimensions, index has {}",
-                                vals.len(),
-                                meta.dims
-                            ));
-                        }
-                        vectors.insert(VectorRef::new(blk, off), (it.heap_tid(), vals));
+        let buf = Locked::read(index, blk, Lock::Share);
+        let p = buf.page();
+        let kind = p.kind();
+        if kind != 0 && !(page::KIND_MEAN..=page::KIND_VECTOR).contains(&kind) {
+            problems.push(format!("block {blk} has unknown page kind {kind}"));
+        }
+        if kind == page::KIND_VECTOR {
+            for off in 1..=p.max_offset() {
+                if let Some(b) = p.item(off) {
+                    let it = VectorItem::parse(b);
+                    if it.deleted() {
+                        deleted.insert(VectorRef::new(blk, off));
+                        continue;
                     }
+                    let mut vals = Vec::new();
+                    it.values_into(&mut vals);
+                    if vals.len() != meta.dims as usize {
+                        problems.push(format!(
+                            "vector at block {blk} offset {off} has {} dimensions, index has {}",
+                            vals.len(),
+                            meta.dims
+                        ));
+                    }
+                    vectors.insert(VectorRef::new(blk, off), (it.heap_tid(), vals));
                 }
             }
         }
-        release(buf);
     }
 
     // 2. Heap: every live row present once, with the same values.
@@ -214,45 +211,40 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
                         ));
                         break;
                     }
-                    let buf = read_locked(index, blk, false);
-                    let p = page_of(buf);
-                    // SAFETY: share-locked page.
-                    unsafe {
-                        if page::kind(p) != page::KIND_BUCKET {
-                            problems.push(format!(
-                                "block {blk} in the chain of table {t} is not a bucket page"
-                            ));
-                            release(buf);
-                            break;
-                        }
-                        for off in 1..=page::max_offset(p) {
-                            let Some(b) = page::item(p, off) else {
-                                continue;
-                            };
-                            let e = BucketEntry::parse(b);
-                            if (e.code >> shift) as usize != sb {
-                                problems.push(format!(
-                                    "entry at block {blk} offset {off} is in the wrong superbucket"
-                                ));
-                            }
-                            match expected.get(&e.vector) {
-                                None if deleted.contains(&e.vector) => {}
-                                None => problems.push(format!(
-                                    "entry at block {blk} offset {off} points at a missing vector ({},{})",
-                                    e.vector.block(),
-                                    e.vector.offset()
-                                )),
-                                Some(h) => {
-                                    if h.codes[t] != e.code || e.hamming(&h.sketch) != 0 {
-                                        problems.push(format!("entry at block {blk} offset {off} does not match the planes (table {t})"));
-                                    }
-                                    *found.entry((e.vector, t)).or_default() += 1;
-                                }
-                            }
-                        }
-                        blk = (*page::opaque(p)).next;
+                    let buf = Locked::read(index, blk, Lock::Share);
+                    let p = buf.page();
+                    if p.kind() != page::KIND_BUCKET {
+                        problems.push(format!(
+                            "block {blk} in the chain of table {t} is not a bucket page"
+                        ));
+                        break;
                     }
-                    release(buf);
+                    for off in 1..=p.max_offset() {
+                        let Some(b) = p.item(off) else {
+                            continue;
+                        };
+                        let e = BucketEntry::parse(b);
+                        if (e.code >> shift) as usize != sb {
+                            problems.push(format!(
+                                "entry at block {blk} offset {off} is in the wrong superbucket"
+                            ));
+                        }
+                        match expected.get(&e.vector) {
+                            None if deleted.contains(&e.vector) => {}
+                            None => problems.push(format!(
+                                "entry at block {blk} offset {off} points at a missing vector ({},{})",
+                                e.vector.block(),
+                                e.vector.offset()
+                            )),
+                            Some(h) => {
+                                if h.codes[t] != e.code || e.hamming(&h.sketch) != 0 {
+                                    problems.push(format!("entry at block {blk} offset {off} does not match the planes (table {t})"));
+                                }
+                                *found.entry((e.vector, t)).or_default() += 1;
+                            }
+                        }
+                    }
+                    blk = p.next();
                 }
             }
         }

@@ -5,7 +5,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::pg::am::{build, page, shape};
+    use crate::pg::am::buffer::{Lock, Locked};
+    use crate::pg::am::{build, page};
     use pgrx::prelude::*;
 
     /// Runs `sql` inside a PL/pgSQL exception block (a subtransaction) and returns "ok" or
@@ -46,11 +47,11 @@ mod tests {
         // its block 0 (the meta page) is read and rewritten under an exclusive buffer lock.
         unsafe {
             let index = pg_sys::index_open(oid, lock);
-            let buf = shape::read_locked(index, page::META_BLOCK, true);
-            let mut meta = page::read_meta(index, shape::page_of(buf));
+            let mut buf = Locked::read(index, page::META_BLOCK, Lock::Exclusive);
+            let mut meta = buf.page().read_meta(index);
             meta.version = page::VERSION + 1;
-            build::write_meta_page(index, buf, &meta);
-            shape::release(buf);
+            build::write_meta_page(index, &mut buf, &meta);
+            drop(buf);
             pg_sys::index_close(index, lock);
         }
 

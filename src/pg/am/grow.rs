@@ -22,10 +22,11 @@
 //! A standby replays the same records; a scan there that meets a vector page in a chain it started on
 //! before the switch stops reading that chain (see scan.rs).
 
+use super::buffer::{Lock, Locked};
 use super::build::{write_meta_page, write_structure};
 use super::options;
 use super::page::{self, VectorRef};
-use super::shape::{self, page_of, read_locked, release, Shape};
+use super::shape::{self, Shape};
 use super::xlog::PageWrite;
 use imgsim_algo::lsh::{LshParams, MeanAccumulator};
 use pgrx::pg_sys;
@@ -144,17 +145,14 @@ fn structure_blocks(index: pg_sys::Relation, old: &Shape) -> Vec<pg_sys::BlockNu
     for &head in &old.heads {
         let mut blk = head;
         while blk != page::INVALID_BLOCK && blk < nblocks {
-            let buf = read_locked(index, blk, false);
-            let p = page_of(buf);
-            // SAFETY: share-locked page.
-            let next = unsafe {
-                if page::kind(p) == page::KIND_BUCKET {
-                    (*page::opaque(p)).next
-                } else {
-                    page::INVALID_BLOCK
-                }
+            let buf = Locked::read(index, blk, Lock::Share);
+            let p = buf.page();
+            let next = if p.kind() == page::KIND_BUCKET {
+                p.next()
+            } else {
+                page::INVALID_BLOCK
             };
-            release(buf);
+            drop(buf);
             out.push(blk);
             blk = next;
         }
@@ -180,21 +178,19 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
     let old_blocks = structure_blocks(index, old);
     let meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
     // The switch: one WAL record.
-    let buf = read_locked(index, page::META_BLOCK, true);
-    write_meta_page(index, buf, &meta);
-    release(buf);
+    write_meta_page(
+        index,
+        &mut Locked::read(index, page::META_BLOCK, Lock::Exclusive),
+        &meta,
+    );
     // The old structure's pages become empty vector pages, free for inserts. (Not zeroed: a WAL-logged
     // page gets an LSN, and a page with an LSN but no header fails PostgreSQL's page check when read.)
     for blk in old_blocks {
-        let buf = read_locked(index, blk, true);
-        let mut w = PageWrite::start(index);
-        let p = w.page(buf, true);
-        // SAFETY: `p` is the registered full image of the exclusively locked page, initialised whole.
-        unsafe { page::init_page(p, page::KIND_VECTOR) };
+        let mut buf = Locked::read(index, blk, Lock::Exclusive);
+        let w = PageWrite::start(index);
+        w.page(&mut buf, true).init(page::KIND_VECTOR);
         w.finish();
-        // SAFETY: recording the free page in the free space map.
-        unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, pg_sys::BLCKSZ as usize / 2) };
-        release(buf);
+        buf.record_free_space(index, buf.page().free_space());
     }
     // SAFETY: make the recorded free space visible to searches from the FSM's root.
     unsafe { pg_sys::IndexFreeSpaceMapVacuum(index) };

@@ -2,11 +2,12 @@
 //! new page), then add one entry per table to the bucket's superbucket chain (first page with room, else
 //! a new page linked at the chain's end). Each page change is one GenericXLog record.
 
+use super::buffer::{Lock, Locked};
 use super::build::{check_index_dims, write_meta_page, write_structure};
 use super::grow::{self, SharedStructure, Trigger};
 use super::options;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
-use super::shape::{self, block_of, new_buffer, page_of, read_locked, release, Shape};
+use super::shape::{self, Shape};
 use super::xlog::PageWrite;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::lsh::{LshParams, Metric};
@@ -103,9 +104,8 @@ fn insert_locked(
 /// component 0), with lower recall; REINDEX after loading sets M from the data.
 fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
     let dims = first.len();
-    let buf = read_locked(index, page::META_BLOCK, true);
-    // SAFETY: block 0 is exclusively locked.
-    let meta = unsafe { page::read_meta(index, page_of(buf)) };
+    let mut buf = Locked::read(index, page::META_BLOCK, Lock::Exclusive);
+    let meta = buf.page().read_meta(index);
     if meta.dims == 0 {
         check_index_dims(dims);
         let metric = super::index_metric(index);
@@ -117,9 +117,9 @@ fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
         }
         let mean = vec![0.0; params.hash_dims() as usize];
         let meta = write_structure(index, params, mean, &[], false);
-        write_meta_page(index, buf, &meta);
+        write_meta_page(index, &mut buf, &meta);
     }
-    release(buf);
+    drop(buf);
     shape::load(index).expect("lsh index initialised")
 }
 
@@ -156,36 +156,25 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
         if blk == page::INVALID_BLOCK {
             break;
         }
-        let buf = read_locked(index, blk, true);
-        let p = page_of(buf);
-        // SAFETY: the page is exclusively locked.
-        let (kind, free, fits) = unsafe {
-            (
-                page::kind(p),
-                page::free_space(p),
-                page::fits(p, item.len()),
-            )
-        };
+        let mut buf = Locked::read(index, blk, Lock::Exclusive);
+        let p = buf.page();
+        let (kind, free, fits) = (p.kind(), p.free_space(), p.fits(item.len()));
         let is_vector = kind == page::KIND_VECTOR;
         // kind 0: an all-zero page left by a crash between extending the file and writing it; VACUUM
         // offers it through the free space map and it becomes a vector page here.
         if (is_vector && fits) || kind == 0 {
-            let off = add_logged(index, buf, item, kind == 0);
-            record_free(index, buf);
-            release(buf);
+            let off = add_logged(index, &mut buf, item, kind == 0);
+            buf.record_free_space(index, buf.page().free_space());
             TARGET.with(|t| t.borrow_mut().insert(oid, blk));
             return VectorRef::new(blk, off);
         }
         // Stale FSM entry: correct it and look again.
-        // SAFETY: recording the page's real free space (0 for non-vector pages).
-        unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, if is_vector { free } else { 0 }) };
-        release(buf);
+        buf.record_free_space(index, if is_vector { free } else { 0 });
     }
-    let buf = new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
-    let off = add_logged(index, buf, item, true);
-    record_free(index, buf);
-    let blk = block_of(buf);
-    release(buf);
+    let mut buf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let off = add_logged(index, &mut buf, item, true);
+    buf.record_free_space(index, buf.page().free_space());
+    let blk = buf.block();
     TARGET.with(|t| t.borrow_mut().insert(oid, blk));
     VectorRef::new(blk, off)
 }
@@ -193,29 +182,18 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
 /// Adds `item` to the locked buffer's page in one WAL record (`fresh`: initialise the page first).
 fn add_logged(
     index: pg_sys::Relation,
-    buf: pg_sys::Buffer,
+    buf: &mut Locked,
     item: &[u8],
     fresh: bool,
 ) -> pg_sys::OffsetNumber {
-    let mut w = PageWrite::start(index);
-    let p = w.page(buf, fresh);
-    // SAFETY: `p` is the registered image of an exclusively locked page.
-    let off = unsafe {
-        if fresh {
-            page::init_page(p, page::KIND_VECTOR);
-        }
-        page::add_item(p, item)
-    };
-    let off = off.expect("caller checked free space");
+    let w = PageWrite::start(index);
+    let mut p = w.page(buf, fresh);
+    if fresh {
+        p.init(page::KIND_VECTOR);
+    }
+    let off = p.add_item(item).expect("caller checked free space");
     w.finish();
     off
-}
-
-fn record_free(index: pg_sys::Relation, buf: pg_sys::Buffer) {
-    // SAFETY: the buffer is locked; the FSM records how much room the page has left.
-    unsafe {
-        pg_sys::RecordPageWithFreeSpace(index, block_of(buf), page::free_space(page_of(buf)))
-    };
 }
 
 /// Appends a bucket entry to the chain starting at `head`; returns the chain's length in pages.
@@ -224,37 +202,29 @@ fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]
     let mut pages = 0;
     loop {
         pages += 1;
-        let buf = read_locked(index, blk, true);
-        let p = page_of(buf);
-        // SAFETY: the page is exclusively locked.
-        let (fits, next) = unsafe { (page::fits(p, entry.len()), (*page::opaque(p)).next) };
+        let mut buf = Locked::read(index, blk, Lock::Exclusive);
+        let (fits, next) = (buf.page().fits(entry.len()), buf.page().next());
         if fits {
-            let mut w = PageWrite::start(index);
-            let wp = w.page(buf, false);
-            // SAFETY: registered image of the locked page; space was checked.
-            unsafe { page::add_item(wp, entry) }.expect("free space checked");
+            let w = PageWrite::start(index);
+            w.page(&mut buf, false)
+                .add_item(entry)
+                .expect("free space checked");
             w.finish();
-            release(buf);
+            drop(buf);
             // Pages after this one (it had room, so later pages were added when it was full).
             return pages + chain_rest(index, next);
         }
         if next == page::INVALID_BLOCK {
-            let nbuf = new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
-            let mut w = PageWrite::start(index);
-            let np = w.page(nbuf, true);
-            let cp = w.page(buf, false);
-            // SAFETY: both images are registered; the new page is initialised, filled and linked.
-            unsafe {
-                page::init_page(np, page::KIND_BUCKET);
-                page::add_item(np, entry).expect("an entry fits an empty page");
-                (*page::opaque(cp)).next = block_of(nbuf);
-            }
+            let mut nbuf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+            let new_blk = nbuf.block();
+            let w = PageWrite::start(index);
+            let mut np = w.page(&mut nbuf, true);
+            np.init(page::KIND_BUCKET);
+            np.add_item(entry).expect("an entry fits an empty page");
+            w.page(&mut buf, false).set_next(new_blk);
             w.finish();
-            release(nbuf);
-            release(buf);
             return pages + 1;
         }
-        release(buf);
         blk = next;
     }
 }
@@ -263,10 +233,7 @@ fn insert_entry(index: pg_sys::Relation, head: pg_sys::BlockNumber, entry: &[u8]
 fn chain_rest(index: pg_sys::Relation, mut blk: pg_sys::BlockNumber) -> usize {
     let mut pages = 0;
     while blk != page::INVALID_BLOCK && pages <= grow::LONG_CHAIN_PAGES {
-        let buf = read_locked(index, blk, false);
-        // SAFETY: share-locked page.
-        blk = unsafe { (*page::opaque(page_of(buf))).next };
-        release(buf);
+        blk = Locked::read(index, blk, Lock::Share).page().next();
         pages += 1;
     }
     pages

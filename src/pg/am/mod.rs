@@ -1,8 +1,10 @@
 //! The `lsh` index access method: random-hyperplane LSH with query-directed multi-probe, sign-sketch
 //! ranking and exact reranking, stored in PostgreSQL pages and WAL-logged through GenericXLog.
-//! One file per callback: build, insert, scan, vacuum, cost, options; page layout in `page`, WAL in `xlog`.
+//! One file per callback: build, insert, scan, vacuum, cost, options; page layout in `page`, buffer
+//! guards in `buffer`, WAL in `xlog`.
 //! The hashing itself is the pure `imgsim_algo::lsh` module.
 
+pub mod buffer;
 pub mod build;
 pub mod check;
 pub mod cost;

@@ -15,6 +15,7 @@
 use crate::pg::fmgr::{error, raise};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use std::marker::PhantomData;
 
 pub const MAGIC: u32 = 0x4C53_4831; // "LSH1"
 /// On-disk format version, written at build and checked by every reader of the meta page (scan, insert,
@@ -77,70 +78,319 @@ pub const fn raw_capacity() -> usize {
 /// 4-byte values (mean f32s, directory block numbers) per raw page; writer and reader both use it.
 pub const WORDS_PER_PAGE: usize = raw_capacity() / 4;
 
-/// Initialises `page` as an empty page of `kind`.
-///
-/// # Safety
-/// `page` must point to a BLCKSZ page image the caller may write (a registered GenericXLog image or a
-/// locked buffer during build).
-pub unsafe fn init_page(page: pg_sys::Page, kind: u16) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        pg_sys::PageInit(page, pg_sys::BLCKSZ as usize, size_of::<Opaque>());
-        let o = opaque(page);
-        (*o).next = INVALID_BLOCK;
-        (*o).kind = kind;
-        (*o).page_id = PAGE_ID;
+/// A page that may be read for lifetime `'a`: a pinned and locked buffer ([`super::buffer::Locked`]),
+/// a registered GenericXLog image, or a backend-local image. Every read checks what it reads against the
+/// page's own header, so a damaged page gives an ERROR (or a missing item), never a read outside it.
+#[derive(Clone, Copy)]
+pub struct PageRef<'a> {
+    ptr: pg_sys::Page,
+    _page: PhantomData<&'a [u8]>,
+}
+
+/// A page image that may be written for lifetime `'a`: only [`super::xlog::PageWrite::page`] (a buffer
+/// registered for WAL) and backend-local images hand these out, so no shared buffer is changed outside WAL.
+pub struct PageMut<'a> {
+    ptr: pg_sys::Page,
+    _page: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> PageRef<'a> {
+    /// # Safety
+    /// `ptr` must point to a BLCKSZ page, MAXALIGNed, that nobody else writes while `'a` lasts (a share or
+    /// exclusive buffer lock, or memory owned by the caller), whose header PostgreSQL verified when it was
+    /// read (pd_lower ≤ pd_upper ≤ pd_special ≤ BLCKSZ) or that this module initialised.
+    pub unsafe fn new(ptr: pg_sys::Page) -> PageRef<'a> {
+        PageRef {
+            ptr,
+            _page: PhantomData,
+        }
     }
-}
 
-/// The special area of a page.
-///
-/// # Safety
-/// `page` must be a valid page initialised by [`init_page`].
-pub unsafe fn opaque(page: pg_sys::Page) -> *mut Opaque {
-    // SAFETY: guaranteed by the caller; the special area holds an `Opaque`.
-    unsafe { pg_sys::PageGetSpecialPointer(page) as *mut Opaque }
-}
+    fn header(self) -> &'a pg_sys::PageHeaderData {
+        // SAFETY: `ptr` is a valid page for 'a (constructor's contract).
+        unsafe { &*(self.ptr as *const pg_sys::PageHeaderData) }
+    }
 
-/// Kind of a page, raising ERROR (index corrupted) if it is not one of ours.
-///
-/// # Safety
-/// `page` must be a valid page of the index, locked by the caller.
-pub unsafe fn kind(page: pg_sys::Page) -> u16 {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        if pg_sys::PageIsNew(page) {
+    /// An all-zero page (a crash between extending the file and writing it).
+    pub fn is_new(self) -> bool {
+        self.header().pd_upper == 0
+    }
+
+    /// The special area, or None when the page has no special area of our size.
+    fn opaque(self) -> Option<Opaque> {
+        let special = self.header().pd_special as usize;
+        if self.is_new() || special + size_of::<Opaque>() != pg_sys::BLCKSZ as usize {
+            return None;
+        }
+        // SAFETY: the special area lies inside the page (checked above) and holds an `Opaque`.
+        Some(unsafe {
+            std::ptr::read_unaligned((self.ptr as *const u8).add(special) as *const Opaque)
+        })
+    }
+
+    /// Kind of the page (0 for an all-zero page), raising ERROR (index corrupted) if it is not one of ours.
+    pub fn kind(self) -> u16 {
+        if self.is_new() {
             return 0;
         }
-        if pg_sys::PageGetSpecialSize(page) as usize != size_of::<Opaque>()
-            || (*opaque(page)).page_id != PAGE_ID
-        {
-            error(
+        match self.opaque() {
+            Some(o) if o.page_id == PAGE_ID => o.kind,
+            _ => error(
                 PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
                 "lsh index page has an unexpected special area",
+            ),
+        }
+    }
+
+    /// The next page of this page's chain (INVALID_BLOCK at the end, or for a page that is not ours).
+    pub fn next(self) -> pg_sys::BlockNumber {
+        self.opaque().map_or(INVALID_BLOCK, |o| o.next)
+    }
+
+    /// The contents area after the header, up to the special area.
+    fn contents(self) -> &'a [u8] {
+        let start = maxalign(size_of::<pg_sys::PageHeaderData>());
+        let end = (self.header().pd_special as usize).clamp(start, pg_sys::BLCKSZ as usize);
+        // SAFETY: start..end lies inside the page.
+        unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(start), end - start) }
+    }
+
+    /// Reads the meta page contents, checking magic and version. `index` names the index in errors.
+    pub fn read_meta(self, index: pg_sys::Relation) -> Meta {
+        let c = self.contents();
+        if c.len() < size_of::<Meta>() {
+            error(
+                PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                "lsh index meta page is too small",
             );
         }
-        (*opaque(page)).kind
+        // SAFETY: `c` holds at least size_of::<Meta>() bytes; Meta is plain old data.
+        let meta = unsafe { std::ptr::read_unaligned(c.as_ptr() as *const Meta) };
+        if meta.magic != MAGIC {
+            error(
+                PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                "lsh index meta page has a bad magic number",
+            );
+        }
+        if meta.version != VERSION {
+            version_mismatch(index, meta.version);
+        }
+        meta
+    }
+
+    /// The raw contents of a mean or directory page (`raw_capacity()` bytes on a page of ours).
+    pub fn raw(self) -> &'a [u8] {
+        let c = self.contents();
+        &c[..c.len().min(raw_capacity())]
+    }
+
+    /// Number of line pointers on the page.
+    pub fn max_offset(self) -> pg_sys::OffsetNumber {
+        let h = self.header();
+        let lower = h.pd_lower as usize;
+        let first = size_of::<pg_sys::PageHeaderData>();
+        (lower.saturating_sub(first) / size_of::<pg_sys::ItemIdData>()) as pg_sys::OffsetNumber
+    }
+
+    /// Item bytes at `off`, or None for an offset past the end, an unused/dead line pointer, or one that
+    /// points outside the page.
+    pub fn item(self, off: pg_sys::OffsetNumber) -> Option<&'a [u8]> {
+        if off == 0 || off > self.max_offset() {
+            return None;
+        }
+        // SAFETY: line pointer `off` lies before pd_lower, inside the page.
+        let id = unsafe {
+            *((self.ptr as *const u8)
+                .add(size_of::<pg_sys::PageHeaderData>())
+                .cast::<pg_sys::ItemIdData>()
+                .add(off as usize - 1))
+        };
+        let (start, len) = (id.lp_off() as usize, id.lp_len() as usize);
+        if id.lp_flags() != pg_sys::LP_NORMAL || start + len > pg_sys::BLCKSZ as usize {
+            return None;
+        }
+        // SAFETY: start..start + len lies inside the page (checked above).
+        Some(unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(start), len) })
+    }
+
+    /// Free space for a new item (line pointer included), as PageGetFreeSpace.
+    pub fn free_space(self) -> usize {
+        let h = self.header();
+        (h.pd_upper as usize)
+            .saturating_sub(h.pd_lower as usize)
+            .saturating_sub(size_of::<pg_sys::ItemIdData>())
+    }
+
+    /// Whether an item of `len` bytes fits on the page: it is stored MAXALIGNed, and may need a new line
+    /// pointer (free_space already keeps room for one).
+    pub fn fits(self, len: usize) -> bool {
+        self.free_space() >= maxalign(len)
+    }
+
+    fn as_ptr(self) -> *const u8 {
+        self.ptr as *const u8
     }
 }
 
-/// Reads the meta page contents, checking magic and version.
-///
-/// # Safety
-/// `page` must be block 0 of the open index `index`, locked by the caller.
-pub unsafe fn read_meta(index: pg_sys::Relation, page: pg_sys::Page) -> Meta {
-    // SAFETY: guaranteed by the caller; the contents area holds a `Meta` written by `write_meta`.
-    let meta = unsafe { std::ptr::read_unaligned(pg_sys::PageGetContents(page) as *const Meta) };
-    if meta.magic != MAGIC {
-        error(
-            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-            "lsh index meta page has a bad magic number",
-        );
+impl<'a> PageMut<'a> {
+    /// # Safety
+    /// `ptr` must point to a BLCKSZ page, MAXALIGNed, that only the returned value reads or writes while
+    /// `'a` lasts, and whose changes reach disk through WAL: a GenericXLog image or backend-local memory.
+    pub unsafe fn new(ptr: pg_sys::Page) -> PageMut<'a> {
+        PageMut {
+            ptr,
+            _page: PhantomData,
+        }
     }
-    if meta.version != VERSION {
-        version_mismatch(index, meta.version);
+
+    /// Read access to the same page.
+    pub fn as_ref(&self) -> PageRef<'_> {
+        // SAFETY: the page is valid and only read through the shared borrow while it lasts.
+        unsafe { PageRef::new(self.ptr) }
     }
-    meta
+
+    /// Initialises the page as an empty page of `kind`.
+    pub fn init(&mut self, kind: u16) {
+        // SAFETY: the page is a writable BLCKSZ image (constructor's contract).
+        unsafe { pg_sys::PageInit(self.ptr, pg_sys::BLCKSZ as usize, size_of::<Opaque>()) };
+        self.set_opaque(Opaque {
+            next: INVALID_BLOCK,
+            kind,
+            page_id: PAGE_ID,
+        });
+    }
+
+    fn set_opaque(&mut self, o: Opaque) {
+        let special = self.as_ref().header().pd_special as usize;
+        assert!(special + size_of::<Opaque>() == pg_sys::BLCKSZ as usize);
+        // SAFETY: the special area lies inside the writable page (checked above).
+        unsafe { std::ptr::write_unaligned((self.ptr as *mut u8).add(special) as *mut Opaque, o) };
+    }
+
+    /// Links the page to the next page of its chain.
+    pub fn set_next(&mut self, next: pg_sys::BlockNumber) {
+        let mut o = self.as_ref().opaque().expect("an initialised lsh page");
+        o.next = next;
+        self.set_opaque(o);
+    }
+
+    /// Writes `bytes` into the contents area of a page initialised by [`PageMut::init`] and sets pd_lower
+    /// past them (meta, mean and directory pages).
+    pub fn write_contents(&mut self, bytes: &[u8]) {
+        let start = maxalign(size_of::<pg_sys::PageHeaderData>());
+        assert!(bytes.len() <= raw_capacity());
+        // SAFETY: start + len ≤ BLCKSZ - special size: inside the writable page.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (self.ptr as *mut u8).add(start),
+                bytes.len(),
+            );
+            (*(self.ptr as *mut pg_sys::PageHeaderData)).pd_lower = (start + bytes.len()) as u16;
+        }
+    }
+
+    /// Writes `meta` into a page initialised as META.
+    pub fn write_meta(&mut self, meta: &Meta) {
+        // SAFETY: Meta is plain old data (repr(C), no padding-sensitive reads); viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(meta as *const Meta as *const u8, size_of::<Meta>())
+        };
+        self.write_contents(bytes);
+    }
+
+    /// Replaces the whole page with `image`.
+    pub fn copy_from(&mut self, image: PageRef<'_>) {
+        // SAFETY: both are BLCKSZ pages; a writable image is never the source (distinct borrows).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                image.as_ptr(),
+                self.ptr as *mut u8,
+                pg_sys::BLCKSZ as usize,
+            )
+        };
+    }
+
+    /// Mutable item bytes at `off` (for in-place flag updates).
+    pub fn item_mut(&mut self, off: pg_sys::OffsetNumber) -> Option<&mut [u8]> {
+        let (start, len) = {
+            let r = self.as_ref();
+            let b = r.item(off)?;
+            (b.as_ptr() as usize - self.ptr as usize, b.len())
+        };
+        // SAFETY: the item lies inside the writable page (checked by `item`).
+        Some(unsafe { std::slice::from_raw_parts_mut((self.ptr as *mut u8).add(start), len) })
+    }
+
+    /// Adds an item; returns its offset or None if it does not fit. A line pointer freed by VACUUM is
+    /// reused when the page has one (PageAddItemExtended looks for it when the page says it has free ones).
+    pub fn add_item(&mut self, bytes: &[u8]) -> Option<pg_sys::OffsetNumber> {
+        if !self.as_ref().fits(bytes.len()) {
+            return None;
+        }
+        // SAFETY: a writable, initialised page; PageAddItemExtended copies `bytes` and checks space itself.
+        let off = unsafe {
+            pg_sys::PageAddItemExtended(
+                self.ptr,
+                bytes.as_ptr() as pg_sys::Item,
+                bytes.len(),
+                pg_sys::InvalidOffsetNumber,
+                0,
+            )
+        };
+        (off != pg_sys::InvalidOffsetNumber).then_some(off)
+    }
+
+    /// Removes the items at `offs` and compacts the page (bucket pages: nothing refers to their
+    /// offsets). Offsets that hold no item are skipped.
+    pub fn delete_items(&mut self, offs: &[pg_sys::OffsetNumber]) {
+        let mut sorted = self.normal_items(offs);
+        if !sorted.is_empty() {
+            // SAFETY: a writable page; the offsets are sorted, distinct and hold normal items.
+            unsafe {
+                pg_sys::PageIndexMultiDelete(self.ptr, sorted.as_mut_ptr(), sorted.len() as i32)
+            };
+        }
+    }
+
+    /// The offsets among `offs` that hold a normal item, sorted and distinct.
+    fn normal_items(&self, offs: &[pg_sys::OffsetNumber]) -> Vec<pg_sys::OffsetNumber> {
+        let r = self.as_ref();
+        let mut sorted: Vec<_> = offs
+            .iter()
+            .copied()
+            .filter(|&o| r.item(o).is_some())
+            .collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted
+    }
+
+    /// Frees the items at `offs` without moving any other item (their addresses are referenced from bucket
+    /// entries), and marks the page as having free line pointers so inserts reuse them. Offsets that hold
+    /// no item are skipped.
+    pub fn delete_items_in_place(&mut self, offs: &[pg_sys::OffsetNumber]) {
+        let sorted = self.normal_items(offs);
+        // Deleting from the highest offset down keeps the rest valid.
+        for &off in sorted.iter().rev() {
+            // SAFETY: a writable page; `off` holds a normal item (filtered above).
+            unsafe { pg_sys::PageIndexTupleDeleteNoCompact(self.ptr, off) };
+        }
+        let r = self.as_ref();
+        if (1..=r.max_offset()).any(|o| r.item(o).is_none()) {
+            // SAFETY: the header of the writable page.
+            unsafe {
+                (*(self.ptr as *mut pg_sys::PageHeaderData)).pd_flags |=
+                    pg_sys::PD_HAS_FREE_LINES as u16
+            };
+        }
+    }
+}
+
+/// `MAXALIGN(len)`: the room an item of `len` bytes takes on a page.
+pub const fn maxalign(len: usize) -> usize {
+    let a = pg_sys::MAXIMUM_ALIGNOF as usize;
+    (len + a - 1) & !(a - 1)
 }
 
 /// ERROR for an index written in another on-disk format version: it must be rebuilt.
@@ -175,154 +425,6 @@ pub fn version_mismatch(index: pg_sys::Relation, found: u32) -> ! {
         Some("The index was built by another version of pg_imgsim.".into()),
         Some(format!("REINDEX INDEX {qualified}")),
     )
-}
-
-/// Writes `meta` into a page initialised as META and sets pd_lower past it.
-///
-/// # Safety
-/// `page` must be a writable META page image.
-pub unsafe fn write_meta(page: pg_sys::Page, meta: &Meta) {
-    // SAFETY: guaranteed by the caller; the contents area has room for `Meta` (a few dozen bytes).
-    unsafe {
-        let contents = pg_sys::PageGetContents(page);
-        std::ptr::write_unaligned(contents as *mut Meta, *meta);
-        let header = page as *mut pg_sys::PageHeaderData;
-        (*header).pd_lower = (contents as usize + size_of::<Meta>() - page as usize) as u16;
-    }
-}
-
-/// Writes raw bytes into the contents area of a page (mean and directory pages) and sets pd_lower.
-///
-/// # Safety
-/// `page` must be a writable page image initialised by [`init_page`]; `bytes.len() <= raw_capacity()`.
-pub unsafe fn write_raw(page: pg_sys::Page, bytes: &[u8]) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let contents = pg_sys::PageGetContents(page) as *mut u8;
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), contents, bytes.len());
-        let header = page as *mut pg_sys::PageHeaderData;
-        (*header).pd_lower = (contents as usize + bytes.len() - page as usize) as u16;
-    }
-}
-
-/// The raw contents of a mean or directory page.
-///
-/// # Safety
-/// `page` must be a valid page locked by the caller; the slice lives as long as the lock/pin.
-pub unsafe fn raw<'a>(page: pg_sys::Page) -> &'a [u8] {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let contents = pg_sys::PageGetContents(page) as *const u8;
-        std::slice::from_raw_parts(contents, raw_capacity())
-    }
-}
-
-/// Item bytes at `off`, or None for an unused/dead line pointer.
-///
-/// # Safety
-/// `page` must be a valid page locked by the caller; `off` within 1..=max offset.
-pub unsafe fn item<'a>(page: pg_sys::Page, off: pg_sys::OffsetNumber) -> Option<&'a [u8]> {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let id = pg_sys::PageGetItemId(page, off);
-        if (*id).lp_flags() != pg_sys::LP_NORMAL {
-            return None;
-        }
-        let p = pg_sys::PageGetItem(page, id) as *const u8;
-        Some(std::slice::from_raw_parts(p, (*id).lp_len() as usize))
-    }
-}
-
-/// Mutable item bytes at `off` (for in-place flag updates).
-///
-/// # Safety
-/// As for [`item`], with an exclusive lock and the page registered for WAL.
-pub unsafe fn item_mut<'a>(page: pg_sys::Page, off: pg_sys::OffsetNumber) -> Option<&'a mut [u8]> {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let id = pg_sys::PageGetItemId(page, off);
-        if (*id).lp_flags() != pg_sys::LP_NORMAL {
-            return None;
-        }
-        let p = pg_sys::PageGetItem(page, id) as *mut u8;
-        Some(std::slice::from_raw_parts_mut(p, (*id).lp_len() as usize))
-    }
-}
-
-/// Number of line pointers on a page.
-///
-/// # Safety
-/// `page` must be a valid page locked by the caller.
-pub unsafe fn max_offset(page: pg_sys::Page) -> pg_sys::OffsetNumber {
-    // SAFETY: guaranteed by the caller.
-    unsafe { pg_sys::PageGetMaxOffsetNumber(page) }
-}
-
-/// Adds an item; returns its offset or None if it does not fit. A line pointer freed by VACUUM is
-/// reused when the page has one (PageAddItemExtended looks for it when the page says it has free ones).
-///
-/// # Safety
-/// `page` must be a writable page image (GenericXLog-registered or build-time).
-pub unsafe fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<pg_sys::OffsetNumber> {
-    // SAFETY: guaranteed by the caller; PageAddItemExtended copies `bytes` and checks space itself.
-    let off = unsafe {
-        if !fits(page, bytes.len()) {
-            return None;
-        }
-        pg_sys::PageAddItemExtended(
-            page,
-            bytes.as_ptr() as pg_sys::Item,
-            bytes.len(),
-            pg_sys::InvalidOffsetNumber,
-            0,
-        )
-    };
-    (off != pg_sys::InvalidOffsetNumber).then_some(off)
-}
-
-/// Whether an item of `len` bytes fits on the page: PageAddItem stores it MAXALIGNed, and may need a new
-/// line pointer (PageGetFreeSpace already keeps room for one).
-///
-/// # Safety
-/// `page` must be a valid page locked by the caller.
-pub unsafe fn fits(page: pg_sys::Page, len: usize) -> bool {
-    // SAFETY: guaranteed by the caller.
-    unsafe { pg_sys::PageGetFreeSpace(page) >= maxalign(len) }
-}
-
-/// `MAXALIGN(len)`: the room an item of `len` bytes takes on a page.
-pub const fn maxalign(len: usize) -> usize {
-    let a = pg_sys::MAXIMUM_ALIGNOF as usize;
-    (len + a - 1) & !(a - 1)
-}
-
-/// Free space on a page, for a new item (line pointer included).
-///
-/// # Safety
-/// `page` must be a valid page locked by the caller.
-pub unsafe fn free_space(page: pg_sys::Page) -> usize {
-    // SAFETY: guaranteed by the caller.
-    unsafe { pg_sys::PageGetFreeSpace(page) }
-}
-
-/// Frees the items at `offs` without moving any other item (their addresses are referenced from bucket
-/// entries), and marks the page as having free line pointers so inserts reuse them.
-///
-/// # Safety
-/// `page` must be a writable page image; every offset must hold an item.
-pub unsafe fn delete_items_in_place(page: pg_sys::Page, offs: &[pg_sys::OffsetNumber]) {
-    // SAFETY: guaranteed by the caller; deleting from the highest offset down keeps the rest valid.
-    unsafe {
-        let mut sorted = offs.to_vec();
-        sorted.sort_unstable();
-        for &off in sorted.iter().rev() {
-            pg_sys::PageIndexTupleDeleteNoCompact(page, off);
-        }
-        let header = page as *mut pg_sys::PageHeaderData;
-        if (1..=max_offset(page)).any(|o| item(page, o).is_none()) {
-            (*header).pd_flags |= pg_sys::PD_HAS_FREE_LINES as u16;
-        }
-    }
 }
 
 /// A vector item: heap TID, flags, values.

@@ -6,9 +6,10 @@
 //! probes further, until every bucket was visited: filtered queries return their LIMIT when the rows exist.
 //! Rows of later batches may be closer than the last one returned before them (relaxed order).
 
+use super::buffer::{Lock, Locked};
 use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorRef};
-use super::shape::{self, page_of, read_locked, release, Shape};
+use super::shape::{self, Shape};
 use crate::pg::fmgr::error;
 use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
@@ -245,31 +246,27 @@ fn read_chain(
     let mut blk = head;
     while blk != page::INVALID_BLOCK {
         pg_sys::check_for_interrupts!();
-        let buf = read_locked(index, blk, false);
-        let p = page_of(buf);
-        // SAFETY: the page is share-locked while its entries are decoded.
-        unsafe {
-            if page::kind(p) != page::KIND_BUCKET {
-                release(buf);
-                if structure_changed(index, build_id) {
-                    // A standby replayed a rebuild of the bucket structure (grow.rs) while this scan
-                    // was reading the old one: the rest of this chain is gone.
-                    return out;
-                }
-                error(
-                    PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-                    format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
-                );
+        let buf = Locked::read(index, blk, Lock::Share);
+        let p = buf.page();
+        if p.kind() != page::KIND_BUCKET {
+            drop(buf);
+            if structure_changed(index, build_id) {
+                // A standby replayed a rebuild of the bucket structure (grow.rs) while this scan
+                // was reading the old one: the rest of this chain is gone.
+                return out;
             }
-            for off in 1..=page::max_offset(p) {
-                if let Some(b) = page::item(p, off) {
-                    let e = BucketEntry::parse(b);
-                    out.push((e.code, e.vector, e.hamming(q)));
-                }
-            }
-            blk = (*page::opaque(p)).next;
+            error(
+                PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
+            );
         }
-        release(buf);
+        for off in 1..=p.max_offset() {
+            if let Some(b) = p.item(off) {
+                let e = BucketEntry::parse(b);
+                out.push((e.code, e.vector, e.hamming(q)));
+            }
+        }
+        blk = p.next();
     }
     out
 }

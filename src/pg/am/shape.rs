@@ -1,7 +1,8 @@
-//! Buffer helpers and the per-backend cache of an index's "shape": its meta page, the regenerated LSH
+//! The per-backend cache of an index's "shape": its meta page, the regenerated LSH
 //! model (planes + stored mean) and the bucket directory. The cache is keyed by (index oid, build id):
 //! a REINDEX or the first insert into an empty-built index changes the build id, so a stale model is never used.
 
+use super::buffer::{Lock, Locked};
 use super::page::{self, Meta, VectorRef};
 use crate::pg::fmgr::error;
 use imgsim_algo::lsh::{LshModel, LshParams};
@@ -11,66 +12,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Reads block `blk` of the main fork and locks it (`exclusive` or share).
-pub fn read_locked(
-    index: pg_sys::Relation,
-    blk: pg_sys::BlockNumber,
-    exclusive: bool,
-) -> pg_sys::Buffer {
-    read_locked_with(index, blk, exclusive, std::ptr::null_mut())
-}
-
-/// As [`read_locked`], with a buffer access strategy (VACUUM).
-pub fn read_locked_with(
-    index: pg_sys::Relation,
-    blk: pg_sys::BlockNumber,
-    exclusive: bool,
-    strategy: pg_sys::BufferAccessStrategy,
-) -> pg_sys::Buffer {
-    // SAFETY: `index` is open and locked by the caller's executor/command; ReadBufferExtended raises an
-    // ERROR for a block beyond the end, so the buffer is valid when it returns.
-    unsafe {
-        let buf = pg_sys::ReadBufferExtended(
-            index,
-            pg_sys::ForkNumber::MAIN_FORKNUM,
-            blk,
-            pg_sys::ReadBufferMode::RBM_NORMAL,
-            strategy,
-        );
-        let mode = if exclusive {
-            pg_sys::BUFFER_LOCK_EXCLUSIVE
-        } else {
-            pg_sys::BUFFER_LOCK_SHARE
-        };
-        pg_sys::LockBuffer(buf, mode as i32);
-        buf
-    }
-}
-
-/// Releases a buffer locked by [`read_locked`] or [`new_buffer`].
-pub fn release(buf: pg_sys::Buffer) {
-    // SAFETY: the buffer is pinned and locked by this backend.
-    unsafe { pg_sys::UnlockReleaseBuffer(buf) }
-}
-
-/// The page of a pinned buffer.
-pub fn page_of(buf: pg_sys::Buffer) -> pg_sys::Page {
-    // SAFETY: the buffer is pinned by the caller.
-    unsafe { pg_sys::BufferGetPage(buf) }
-}
-
-/// Block number of a pinned buffer.
-pub fn block_of(buf: pg_sys::Buffer) -> pg_sys::BlockNumber {
-    // SAFETY: the buffer is pinned by the caller.
-    unsafe { pg_sys::BufferGetBlockNumber(buf) }
-}
-
-/// Extends the index (main fork, or `fork`) by one page, returned pinned and exclusively locked, not yet
-/// initialised: the caller initialises it inside a `PageWrite` (or directly during build).
-pub fn new_buffer(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> pg_sys::Buffer {
-    crate::pg::compat::extend_locked(index, fork)
-}
-
 /// Number of blocks in the index's main fork.
 pub fn nblocks(index: pg_sys::Relation) -> pg_sys::BlockNumber {
     // SAFETY: `index` is an open relation.
@@ -79,11 +20,9 @@ pub fn nblocks(index: pg_sys::Relation) -> pg_sys::BlockNumber {
 
 /// Reads the meta page.
 pub fn read_meta(index: pg_sys::Relation) -> Meta {
-    let buf = read_locked(index, page::META_BLOCK, false);
-    // SAFETY: block 0 of `index` is locked (share) while it is read.
-    let meta = unsafe { page::read_meta(index, page_of(buf)) };
-    release(buf);
-    meta
+    Locked::read(index, page::META_BLOCK, Lock::Share)
+        .page()
+        .read_meta(index)
 }
 
 /// Everything a scan or insert needs to hash vectors and find buckets.
@@ -157,16 +96,20 @@ fn read_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usize) -> Ve
     let mut out = Vec::with_capacity(n);
     let mut blk = start;
     while out.len() < n {
-        let buf = read_locked(index, blk, false);
-        // SAFETY: the page is share-locked while its contents are copied.
-        let raw = unsafe { page::raw(page_of(buf)) };
-        let take = (n - out.len()).min(page::WORDS_PER_PAGE);
+        let buf = Locked::read(index, blk, Lock::Share);
+        let raw = buf.page().raw();
+        let take = (n - out.len()).min(page::WORDS_PER_PAGE).min(raw.len() / 4);
+        if take == 0 {
+            error(
+                PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                "lsh index mean or directory page is empty",
+            );
+        }
         out.extend(
             raw[..take * 4]
                 .chunks_exact(4)
                 .map(|c| [c[0], c[1], c[2], c[3]]),
         );
-        release(buf);
         blk += 1;
     }
     out
@@ -193,23 +136,16 @@ pub fn read_vector(
     v: VectorRef,
     out: &mut Vec<f32>,
 ) -> Option<(pg_sys::ItemPointerData, bool)> {
-    let buf = read_locked(index, v.block(), false);
-    let p = page_of(buf);
-    // SAFETY: the page is share-locked while the item is decoded.
-    let res = unsafe {
-        if page::kind(p) != page::KIND_VECTOR || v.offset() == 0 || v.offset() > page::max_offset(p)
-        {
-            None
-        } else {
-            page::item(p, v.offset()).map(|b| {
-                let item = page::VectorItem::parse(b);
-                item.values_into(out);
-                (item.heap_tid(), item.deleted())
-            })
-        }
-    };
-    release(buf);
-    res
+    let buf = Locked::read(index, v.block(), Lock::Share);
+    let p = buf.page();
+    if p.kind() != page::KIND_VECTOR {
+        return None;
+    }
+    p.item(v.offset()).map(|b| {
+        let item = page::VectorItem::parse(b);
+        item.values_into(out);
+        (item.heap_tid(), item.deleted())
+    })
 }
 
 /// Calls `f` with the address and item of every vector not flagged deleted, in physical order, each page
@@ -220,22 +156,18 @@ pub fn for_each_live_vector(
 ) {
     for blk in 1..nblocks(index) {
         pg_sys::check_for_interrupts!();
-        let buf = read_locked(index, blk, false);
-        let p = page_of(buf);
-        // SAFETY: the page is share-locked while its items are decoded.
-        unsafe {
-            if page::kind(p) == page::KIND_VECTOR {
-                for off in 1..=page::max_offset(p) {
-                    if let Some(b) = page::item(p, off) {
-                        let item = page::VectorItem::parse(b);
-                        if !item.deleted() {
-                            f(VectorRef::new(blk, off), &item);
-                        }
+        let buf = Locked::read(index, blk, Lock::Share);
+        let p = buf.page();
+        if p.kind() == page::KIND_VECTOR {
+            for off in 1..=p.max_offset() {
+                if let Some(b) = p.item(off) {
+                    let item = page::VectorItem::parse(b);
+                    if !item.deleted() {
+                        f(VectorRef::new(blk, off), &item);
                     }
                 }
             }
         }
-        release(buf);
     }
 }
 

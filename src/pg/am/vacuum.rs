@@ -2,9 +2,10 @@
 //! from every chain, then frees the vector items (line pointers stay put, so no other address moves) and
 //! records the reclaimed room in the free space map for later inserts. `amvacuumcleanup` reports sizes.
 
+use super::buffer::{Lock, Locked};
 use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
-use super::shape::{self, page_of, read_locked_with, release};
+use super::shape;
 use super::xlog::PageWrite;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -48,38 +49,35 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // Pass 1: mark vector items of dead heap rows as deleted.
     for blk in 1..nblocks {
         delay();
-        let buf = read_locked_with(index, blk, true, strategy);
-        let p = page_of(buf);
+        let mut buf = Locked::read_with(index, blk, Lock::Exclusive, strategy);
+        let p = buf.page();
         let mut offs = Vec::new();
-        // SAFETY: the page is exclusively locked while its items are examined.
-        unsafe {
-            if pg_sys::PageIsNew(p) {
-                // All zeros (a crash right after the file was extended): offer it to inserts.
-                pg_sys::RecordPageWithFreeSpace(index, blk, pg_sys::BLCKSZ as usize / 2);
-            } else if page::kind(p) == page::KIND_VECTOR {
-                for off in 1..=page::max_offset(p) {
-                    if let Some(b) = page::item(p, off) {
-                        let item = VectorItem::parse(b);
-                        if item.deleted() {
-                            dead.insert(VectorRef::new(blk, off));
-                            continue;
-                        }
-                        let mut tid = item.heap_tid();
-                        if callback(&mut tid, callback_state) {
-                            offs.push(off);
-                        } else {
-                            live += 1.0;
-                        }
+        if p.is_new() {
+            // All zeros (a crash right after the file was extended): offer it to inserts.
+            buf.record_free_space(index, pg_sys::BLCKSZ as usize / 2);
+        } else if p.kind() == page::KIND_VECTOR {
+            for off in 1..=p.max_offset() {
+                if let Some(b) = p.item(off) {
+                    let item = VectorItem::parse(b);
+                    if item.deleted() {
+                        dead.insert(VectorRef::new(blk, off));
+                        continue;
+                    }
+                    let mut tid = item.heap_tid();
+                    // SAFETY: the callback and its state come from VACUUM, which calls us with both.
+                    if unsafe { callback(&mut tid, callback_state) } {
+                        offs.push(off);
+                    } else {
+                        live += 1.0;
                     }
                 }
             }
         }
         if !offs.is_empty() {
-            let mut w = PageWrite::start(index);
-            let wp = w.page(buf, false);
+            let w = PageWrite::start(index);
+            let mut wp = w.page(&mut buf, false);
             for &off in &offs {
-                // SAFETY: registered image of the locked page; `off` holds a normal item.
-                if let Some(b) = unsafe { page::item_mut(wp, off) } {
+                if let Some(b) = wp.item_mut(off) {
                     page::set_vector_deleted(b);
                 }
                 dead.insert(VectorRef::new(blk, off));
@@ -88,36 +86,29 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             // SAFETY: `stats` is valid (allocated above or by the caller).
             unsafe { (*stats).tuples_removed += offs.len() as f64 };
         }
-        release(buf);
     }
 
     if !dead.is_empty() {
         // Pass 2: remove bucket entries that point at deleted vectors.
         for blk in 1..nblocks {
             delay();
-            let buf = read_locked_with(index, blk, true, strategy);
-            let p = page_of(buf);
+            let mut buf = Locked::read_with(index, blk, Lock::Exclusive, strategy);
+            let p = buf.page();
             let mut offs: Vec<pg_sys::OffsetNumber> = Vec::new();
-            // SAFETY: exclusively locked page.
-            unsafe {
-                if page::kind(p) == page::KIND_BUCKET {
-                    for off in 1..=page::max_offset(p) {
-                        if let Some(b) = page::item(p, off) {
-                            if dead.contains(&BucketEntry::parse(b).vector) {
-                                offs.push(off);
-                            }
+            if p.kind() == page::KIND_BUCKET {
+                for off in 1..=p.max_offset() {
+                    if let Some(b) = p.item(off) {
+                        if dead.contains(&BucketEntry::parse(b).vector) {
+                            offs.push(off);
                         }
                     }
                 }
             }
             if !offs.is_empty() {
-                let mut w = PageWrite::start(index);
-                let wp = w.page(buf, false);
-                // SAFETY: registered image; offsets are sorted and valid.
-                unsafe { pg_sys::PageIndexMultiDelete(wp, offs.as_mut_ptr(), offs.len() as i32) };
+                let w = PageWrite::start(index);
+                w.page(&mut buf, false).delete_items(&offs);
                 w.finish();
             }
-            release(buf);
         }
         // Pass 3: free the deleted vector items and record the room for reuse.
         let mut blocks: Vec<u32> = dead.iter().map(|v| v.block()).collect();
@@ -125,28 +116,16 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         blocks.dedup();
         for blk in blocks {
             delay();
-            let buf = read_locked_with(index, blk, false, strategy);
-            // SAFETY: upgrade to a cleanup lock: no other backend holds a pin on the page meanwhile.
-            unsafe {
-                pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
-                pg_sys::LockBufferForCleanup(buf);
-            }
-            let p = page_of(buf);
-            let mut w = PageWrite::start(index);
-            let wp = w.page(buf, false);
-            // SAFETY: registered image of the cleanup-locked page; the offsets hold items.
-            unsafe {
-                let offs: Vec<pg_sys::OffsetNumber> = (1..=page::max_offset(p))
-                    .filter(|&off| {
-                        dead.contains(&VectorRef::new(blk, off)) && page::item(wp, off).is_some()
-                    })
-                    .collect();
-                page::delete_items_in_place(wp, &offs);
-            }
+            let mut buf = Locked::read_with(index, blk, Lock::Share, strategy);
+            // No other backend holds a pin on the page while its items are removed.
+            buf.lock_for_cleanup();
+            let offs: Vec<pg_sys::OffsetNumber> = (1..=buf.page().max_offset())
+                .filter(|&off| dead.contains(&VectorRef::new(blk, off)))
+                .collect();
+            let w = PageWrite::start(index);
+            w.page(&mut buf, false).delete_items_in_place(&offs);
             w.finish();
-            // SAFETY: the page is still locked; record its free space.
-            unsafe { pg_sys::RecordPageWithFreeSpace(index, blk, page::free_space(p)) };
-            release(buf);
+            buf.record_free_space(index, buf.page().free_space());
         }
     }
     // SAFETY: `stats` is valid.
