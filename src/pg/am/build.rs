@@ -145,7 +145,70 @@ impl BuildState {
             }
         };
         self.pending.push(off);
+        // Fail early, during the heap scan, when the structure will not fit (bits do not change its size).
+        let rows = self.vrefs.len() + self.pending.len();
+        if rows.is_multiple_of(1 << 16) {
+            check_structure_memory(
+                rows,
+                &options::params(self.index, self.dims, self.metric, 1),
+            );
+        }
     }
+}
+
+/// Backend memory that [`write_structure`] holds per row: every table's bucket code, the sketch, the
+/// sort order and the row's address.
+pub fn structure_bytes_per_row(params: &LshParams) -> usize {
+    params.tables as usize * 4 + params.sketch_words() * 8 + 4 + size_of::<VectorRef>()
+}
+
+/// `maintenance_work_mem` in bytes.
+pub fn maintenance_work_mem_bytes() -> usize {
+    // SAFETY: reading a GUC variable of this backend.
+    (unsafe { pg_sys::maintenance_work_mem }).max(0) as usize * 1024
+}
+
+/// Whether the bucket structure of `rows` rows fits in `maintenance_work_mem`; Err(bytes needed) if not.
+pub fn structure_fits(rows: usize, params: &LshParams) -> Result<(), usize> {
+    let need = rows.saturating_mul(structure_bytes_per_row(params));
+    if need > maintenance_work_mem_bytes() {
+        Err(need)
+    } else {
+        Ok(())
+    }
+}
+
+/// ERROR (54000) unless the bucket structure of `rows` rows fits in `maintenance_work_mem`, naming the
+/// setting that would make it fit (as pgvector's ivfflat does for its k-means sample).
+pub fn check_structure_memory(rows: usize, params: &LshParams) {
+    if let Err(need) = structure_fits(rows, params) {
+        let mb = need.div_ceil(1 << 20);
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "memory required is {mb} MB, maintenance_work_mem is {} MB",
+                maintenance_work_mem_bytes() >> 20
+            ),
+            Some(format!(
+                "Building the lsh bucket structure of {rows} rows holds {} bytes per row.",
+                structure_bytes_per_row(params)
+            )),
+            Some(format!("Increase maintenance_work_mem to at least {mb}MB.")),
+        );
+    }
+}
+
+/// A zeroed vector of `n` elements, or ERROR 53200 when the memory cannot be had.
+fn zeroed<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        error(
+            PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+            format!("out of memory for {n} lsh build entries"),
+        );
+    }
+    v.resize(n, T::default());
+    v
 }
 
 /// Below this many rows a build says that the index's layout is provisional.
@@ -388,14 +451,15 @@ pub fn write_structure(
     let tables = params.tables as usize;
     let words = params.sketch_words();
     let n = vrefs.len();
+    check_structure_memory(n, &params);
 
     // Hash every row (reading vectors back from the index's own pages, in physical order).
     if report {
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_HASH);
         progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, n as i64);
     }
-    let mut codes = vec![0u32; n * tables];
-    let mut sketches = vec![0u64; n * words];
+    let mut codes: Vec<u32> = zeroed(n * tables);
+    let mut sketches: Vec<u64> = zeroed(n * words);
     let mut values = Vec::with_capacity(params.dims as usize);
     let mut scratch = Vec::with_capacity(params.hash_dims() as usize);
     for (i, v) in vrefs.iter().enumerate() {
@@ -428,7 +492,11 @@ pub fn write_structure(
     let dir_bits = dir_bits_for(n, params.bits);
     let shift = params.bits - dir_bits;
     let mut heads = Vec::with_capacity(tables << dir_bits);
-    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut order: Vec<u32> = zeroed(n);
+    order
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, o)| *o = i as u32);
     for t in 0..tables {
         order.sort_by_key(|&i| codes[i as usize * tables + t]);
         let mut pos = 0;

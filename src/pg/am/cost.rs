@@ -2,6 +2,8 @@
 //! of bucket pages (lsh.probes per table) plus the reranked vector pages, all done before the first row
 //! (startup cost). Without an ORDER BY it is never chosen; on tiny tables a seq scan + sort wins by cost.
 
+use super::buffer::{Lock, Locked};
+use super::{page, shape};
 use crate::pg::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -36,15 +38,17 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         let info = (*path).indexinfo;
         let index_pages = (*info).pages as f64;
         let tuples = (*info).tuples.max(1.0);
-        let tables = crate::pg::am::options::of_oid((*info).indexoid) as f64;
-        let bits = imgsim_algo::lsh::LshParams::suggested_bits(tuples as u64);
-        let set = gucs::scan_settings(bits, tuples);
-        let probes = set.probes_per_table as f64 * tables;
+        let layout = stored_layout((*info).indexoid, tuples);
+        let set = gucs::scan_settings(layout.bits, tuples.max(layout.built_rows));
+        let probes = set.probes_per_table as f64 * layout.tables;
         let rerank = set.rerank as f64;
         let candidates = (set.max_candidates as f64).min(tuples);
-        // Bucket chains were written contiguously at build: charge them as sequential pages. Reranked rows
-        // each visit a vector page: random reads, most of them cached after the first queries.
-        let bucket_pages = probes.min(index_pages.max(1.0));
+        // A probe reads the whole chain of its superbucket (once per scan; later probes of the same
+        // superbucket hit the scan's cache). Chains were written contiguously: sequential pages. Reranked
+        // rows each visit a vector page: random reads, most of them cached after the first queries.
+        let chains_read = probes.min(layout.tables * layout.superbuckets);
+        let chain_pages = (tuples / layout.superbuckets * layout.entry_bytes / 8160.0).max(1.0);
+        let bucket_pages = (chains_read * chain_pages).min(index_pages.max(1.0));
         let vector_pages = rerank.min(tuples);
         let pages_read = bucket_pages + vector_pages;
         let work = bucket_pages * pg_sys::seq_page_cost
@@ -55,6 +59,50 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         *total = work + tuples * pg_sys::cpu_index_tuple_cost;
         *pages = pages_read;
     }
+}
+
+/// What the cost of a scan depends on, from the index's meta page (its stored parameters and
+/// directory), or from the defaults when the index is not set up yet (built empty).
+struct Layout {
+    bits: u32,
+    tables: f64,
+    /// Superbuckets (chains) per table.
+    superbuckets: f64,
+    /// Bytes of one bucket entry on a page (item, line pointer).
+    entry_bytes: f64,
+    built_rows: f64,
+}
+
+fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
+    // SAFETY: the planner holds a lock on every index of the relation it plans for; NoLock opens it.
+    let index = unsafe { pg_sys::index_open(indexoid, pg_sys::NoLock as pg_sys::LOCKMODE) };
+    let current = Locked::read(index, page::META_BLOCK, Lock::Share)
+        .page()
+        .meta_if_current()
+        .is_some_and(|m| m.dims > 0);
+    let layout = match current.then(|| shape::load(index)).flatten() {
+        Some(shape) => {
+            let p = shape.params();
+            Layout {
+                bits: p.bits,
+                tables: p.tables as f64,
+                superbuckets: (1u64 << shape.meta.dir_bits) as f64,
+                entry_bytes: (page::maxalign(page::BUCKET_HEADER + p.sketch_words() * 8) + 4)
+                    as f64,
+                built_rows: shape.meta.built_rows as f64,
+            }
+        }
+        None => Layout {
+            bits: imgsim_algo::lsh::LshParams::suggested_bits(tuples as u64),
+            tables: crate::pg::am::options::of_oid(indexoid) as f64,
+            superbuckets: 1.0,
+            entry_bytes: 48.0,
+            built_rows: 0.0,
+        },
+    };
+    // SAFETY: opened above.
+    unsafe { pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE) };
+    layout
 }
 
 /// Whether the path orders by a NULL constant.

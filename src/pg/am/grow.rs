@@ -87,8 +87,19 @@ pub enum Trigger {
     Norm(f32),
 }
 
+thread_local! {
+    /// (index oid, build id) of layouts this backend found too big to rebuild within
+    /// maintenance_work_mem: not tried again until the layout changes (REINDEX, or another backend).
+    static TOO_BIG: std::cell::RefCell<Vec<(u32, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn layout_key(index: pg_sys::Relation, meta: &page::Meta) -> (u32, u64) {
+    // SAFETY: `index` is an open relation.
+    (unsafe { (*index).rd_id }.to_u32(), meta.build_id)
+}
+
 fn wanted(index: pg_sys::Relation, meta: &page::Meta, trigger: Trigger) -> bool {
-    if meta.dims == 0 {
+    if meta.dims == 0 || TOO_BIG.with(|t| t.borrow().contains(&layout_key(index, meta))) {
         return false;
     }
     match trigger {
@@ -175,6 +186,21 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
     // Inner product: M from the stored rows (replacing a first insert's guess; a legacy normalised ip
     // index becomes norm-augmented). 0 for l2 and cosine.
     new_params.max_norm = mean.augment_norm();
+    if let Err(need) = super::build::structure_fits(vrefs.len(), &new_params) {
+        // An insert must not fail for want of memory for an optional rebuild: keep the current layout
+        // (and do not read the whole index again for it in this backend).
+        TOO_BIG.with(|t| t.borrow_mut().push(layout_key(index, &old.meta)));
+        pgrx::ereport!(
+            pgrx::PgLogLevel::NOTICE,
+            pgrx::PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!(
+                "lsh index keeps its bucket layout: rebuilding it needs {} MB, more than maintenance_work_mem",
+                need.div_ceil(1 << 20)
+            ),
+            "REINDEX with a larger maintenance_work_mem gives the index a layout for its current size."
+        );
+        return;
+    }
     let old_blocks = structure_blocks(index, old);
     let meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
     // The switch: one WAL record.

@@ -155,17 +155,29 @@ impl<'a> PageRef<'a> {
         unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(start), end - start) }
     }
 
+    /// The meta page contents as stored, without checks (None if the page is too small to hold them).
+    fn meta_as_stored(self) -> Option<Meta> {
+        let c = self.contents();
+        // SAFETY: `c` holds at least size_of::<Meta>() bytes (checked); Meta is plain old data.
+        (c.len() >= size_of::<Meta>())
+            .then(|| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const Meta) })
+    }
+
+    /// The meta page contents when they are of this on-disk format version, else None (no ERROR: the
+    /// planner asks, and only the scan itself should refuse an index to be rebuilt).
+    pub fn meta_if_current(self) -> Option<Meta> {
+        self.meta_as_stored()
+            .filter(|m| m.magic == MAGIC && m.version == VERSION)
+    }
+
     /// Reads the meta page contents, checking magic and version. `index` names the index in errors.
     pub fn read_meta(self, index: pg_sys::Relation) -> Meta {
-        let c = self.contents();
-        if c.len() < size_of::<Meta>() {
+        let Some(meta) = self.meta_as_stored() else {
             error(
                 PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
                 "lsh index meta page is too small",
             );
-        }
-        // SAFETY: `c` holds at least size_of::<Meta>() bytes; Meta is plain old data.
-        let meta = unsafe { std::ptr::read_unaligned(c.as_ptr() as *const Meta) };
+        };
         if meta.magic != MAGIC {
             error(
                 PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,

@@ -29,6 +29,8 @@ struct ScanState {
     probes_done: usize,
     /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
+    /// Entries held in `chains`.
+    chain_entries: usize,
     seen: HashSet<VectorRef>,
     /// Candidates not yet reranked, kept sorted worst-first so the best pop off the end.
     pending: Vec<(u32, VectorRef)>,
@@ -50,6 +52,7 @@ impl ScanState {
             probes: None,
             probes_done: 0,
             chains: HashMap::new(),
+            chain_entries: 0,
             seen: HashSet::new(),
             pending: Vec::new(),
             pending_sorted: true,
@@ -203,12 +206,46 @@ fn exact(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found.
+/// Memory one scan may hold for its candidates and cached chains: `work_mem × hash_mem_multiplier`, the
+/// budget PostgreSQL gives its own hash tables (8 MB by default).
+fn scan_memory_budget() -> usize {
+    // SAFETY: reading GUC variables of this backend.
+    let (work_mem_kb, multiplier) = unsafe { (pg_sys::work_mem, pg_sys::hash_mem_multiplier) };
+    ((work_mem_kb.max(64) as f64) * 1024.0 * multiplier.max(1.0)) as usize
+}
+
+/// Bytes per cached chain entry (code, address, Hamming distance) and per candidate (seen set entry with
+/// hash table overhead, plus its place in `pending`).
+const CHAIN_ENTRY_BYTES: usize = size_of::<(u32, VectorRef, u32)>();
+const CANDIDATE_BYTES: usize = 3 * size_of::<VectorRef>() + size_of::<(u32, VectorRef)>();
+
+/// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found. The cache of
+/// chains read is dropped when it would pass half the scan's memory budget (chains are read again when
+/// needed); when the candidates themselves reach the budget, probing stops for good (NOTICE), and the
+/// scan returns what it found.
 fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new: usize) {
     let shape = st.shape.clone().expect("scan started");
+    let budget = scan_memory_budget();
     let mut new = 0;
     let mut done = 0;
     while done < max_probes && new < max_new {
+        if st.seen.len() * CANDIDATE_BYTES >= budget {
+            st.probes = None;
+            pgrx::ereport!(
+                pgrx::PgLogLevel::NOTICE,
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                format!(
+                    "lsh index scan stopped probing after {} candidates: work_mem × hash_mem_multiplier reached",
+                    st.seen.len()
+                ),
+                "The query may return fewer rows than asked for. Raise work_mem to let the scan go further."
+            );
+            break;
+        }
+        if st.chain_entries * CHAIN_ENTRY_BYTES >= budget / 2 {
+            st.chains.clear();
+            st.chain_entries = 0;
+        }
         let Some(pr) = st.probes.as_mut().and_then(|p| p.next()) else {
             st.probes = None;
             break;
@@ -221,10 +258,12 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
         let head = shape.head(pr.table as usize, pr.code);
         let sketch = &st.sketch;
         let build_id = shape.meta.build_id;
-        let entries = st
-            .chains
-            .entry(head)
-            .or_insert_with(|| read_chain(index, head, sketch, build_id));
+        let chain_entries = &mut st.chain_entries;
+        let entries = st.chains.entry(head).or_insert_with(|| {
+            let c = read_chain(index, head, sketch, build_id);
+            *chain_entries += c.len();
+            c
+        });
         for &(code, v, ham) in entries.iter() {
             if code == pr.code && st.seen.insert(v) {
                 st.pending.push((ham, v));

@@ -114,3 +114,37 @@ INSERT INTO g SELECT i, clustered(i) FROM generate_series(1, 20000) i;
 SELECT superbuckets >= 16 AS superbuckets_grew_after_truncate FROM lsh_index_info('g_v');
 SELECT recall10('g', 'v', 20) >= :reindexed_recall - 0.01 AS reload_recall_matches_reindex;
 SELECT count(*) AS problems FROM lsh_index_check('g_v');
+-- Memory bounds. CREATE INDEX holds the bucket structure in memory (bytes per row: codes of every table,
+-- the sketch, sort order, address): beyond maintenance_work_mem it refuses with 54000 and says what to set.
+SET maintenance_work_mem = '1MB';
+\set VERBOSITY default
+CREATE INDEX g_v_small ON g USING lsh (v);
+\set VERBOSITY terse
+-- An insert that would rebuild a grown index's layout (grow.rs) keeps the layout instead (NOTICE once per
+-- backend and layout); the insert itself succeeds.
+CREATE TABLE gm (id int, v embedding(32));
+CREATE INDEX gm_v ON gm USING lsh (v) WITH (sketch_bits = 1024);
+SET client_min_messages = notice;
+INSERT INTO gm SELECT i, clustered(i) FROM generate_series(1, 20000) i;
+SET client_min_messages = warning;
+SELECT count(*) AS rows_inserted FROM gm;
+SELECT layout_rows < 10000 AS layout_kept FROM lsh_index_info('gm_v');
+SELECT count(*) AS problems FROM lsh_index_check('gm_v');
+RESET maintenance_work_mem;
+-- A scan holds its candidates within work_mem × hash_mem_multiplier: past that it stops probing (NOTICE)
+-- and returns what it found.
+SET work_mem = '64kB';
+SET hash_mem_multiplier = 1;
+SET lsh.max_candidates = 1000000;
+SET lsh.probes = 4096;
+SET enable_seqscan = off;
+SET client_min_messages = notice;
+SELECT count(*) AS top10 FROM (SELECT id FROM g ORDER BY v <-> clustered(7) LIMIT 10) s;
+SET client_min_messages = warning;
+RESET work_mem;
+RESET hash_mem_multiplier;
+SELECT count(*) AS top10_default_memory FROM (SELECT id FROM g ORDER BY v <-> clustered(7) LIMIT 10) s;
+RESET lsh.max_candidates;
+RESET lsh.probes;
+RESET enable_seqscan;
+DROP TABLE gm;
