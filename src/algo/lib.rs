@@ -4,6 +4,9 @@
 //! * [`lsh`]: sign-random-projection LSH: parameters, deterministic planes, centring, bucket codes,
 //!   bit sketches, query-directed multi-probe sequence, and [`lsh::MemIndex`], an in-memory
 //!   implementation of the full query plan used as a test oracle and for choosing defaults.
+//! * [`estimator`]: compact codes scanned in full (sign codes by Hamming, a RaBitQ-style estimator),
+//!   the kernels of the issue-10 study `benches/lsh_real.rs`.
+//! * [`topk`]: bounded top-R selection.
 //! * [`synth`]: clustered synthetic data for tests and benchmarks.
 //!
 //! Everything the index stores has a little-endian byte form: [`lsh::LshParams::to_bytes`],
@@ -15,5 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod estimator;
 pub mod lsh;
 pub mod synth;
+pub mod topk;
