@@ -163,15 +163,23 @@ impl LshParams {
     /// Length of [`LshParams::to_bytes`].
     pub const ENCODED_LEN: usize = 32;
 
-    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows:
-    /// 12 bits, 8 tables, 512-bit sketch (use [`LshParams::suggested_bits`] for other sizes).
+    /// Tables of an index created without `WITH (tables = ...)`.
+    pub const DEFAULT_TABLES: u32 = 8;
+    /// Sketch bits of an index created without `WITH (sketch_bits = ...)`.
+    pub const DEFAULT_SKETCH_BITS: u32 = 256;
+    /// The fixed default seed: a dump/restore or REINDEX regenerates the same planes.
+    pub const DEFAULT_SEED: u64 = 0x1d5_5eed;
+
+    /// The server's defaults (an index created without options) at about 100k rows: 12 bits
+    /// ([`LshParams::suggested_bits`]`(100_000)`), [`Self::DEFAULT_TABLES`] tables,
+    /// [`Self::DEFAULT_SKETCH_BITS`]-bit sketch. Use [`LshParams::suggested_bits`] for other sizes.
     pub fn recommended(dims: u32, metric: Metric) -> LshParams {
         LshParams {
             dims,
             bits: 12,
-            tables: 8,
-            sketch_bits: 512,
-            seed: 0x1d5_5eed,
+            tables: Self::DEFAULT_TABLES,
+            sketch_bits: Self::DEFAULT_SKETCH_BITS,
+            seed: Self::DEFAULT_SEED,
             metric,
             max_norm: 0.0,
         }
@@ -985,30 +993,51 @@ pub struct SearchParams {
     pub rerank: usize,
 }
 
+/// Automatic scan settings: the ones an index scan uses where `lsh.probes`, `lsh.max_candidates` and
+/// `lsh.rerank` are 0 (the server calls these; [`SearchParams::auto`] is the in-memory twin, so the
+/// simulations and the server cannot drift apart). Measured with benches/lsh_vs_pgvector.sh (512-d
+/// clustered: recall@10 0.96-0.99 at 100k rows, 0.965-0.98 at 1M).
+pub mod auto {
+    /// Buckets probed per table in the first batch: 2^(bits − 7), at least 16.
+    pub fn probes_per_table(bits: u32) -> usize {
+        (1usize << bits.saturating_sub(7)).max(16)
+    }
+    /// Distinct rows collected before ranking: max(8000, rows / 25).
+    pub fn max_candidates(rows: f64) -> usize {
+        (rows.max(0.0) / 25.0).max(8000.0) as usize
+    }
+    /// Candidates (best by sketch) given an exact distance per batch: max(500, rows / 1000).
+    pub fn rerank(rows: f64) -> usize {
+        (rows.max(0.0) / 1000.0).max(500.0) as usize
+    }
+}
+
 impl SearchParams {
-    /// Defaults recommended by `benches/lsh_recall.rs` for about 100k rows
-    /// (= [`SearchParams::for_rows`]`(100_000, k)`): 4000 candidates, 1000 probes, rerank 100.
+    /// The server's automatic settings for an index of `bits` bits per table and `tables` tables over
+    /// about `rows` rows ([`auto`]): probes of all tables, candidates, rerank (at least `k`).
+    pub fn auto(bits: u32, tables: u32, rows: u64, k: usize) -> SearchParams {
+        SearchParams {
+            k,
+            max_candidates: auto::max_candidates(rows as f64),
+            max_probes: auto::probes_per_table(bits) * tables as usize,
+            rerank: auto::rerank(rows as f64).max(k),
+        }
+    }
+
+    /// [`SearchParams::for_rows`]`(100_000, k)`: the server's automatic settings at 100k rows.
     pub fn recommended(k: usize) -> SearchParams {
         Self::for_rows(100_000, k)
     }
 
-    /// Scaled defaults for an index of `rows` rows built with
-    /// [`LshParams::suggested_bits`]`(rows)`, 8 tables and a 512-bit sketch:
-    /// `max_candidates` = 4 % of rows clamped to 2000 ..= 40000, `max_probes` =
-    /// max(1000, max_candidates / 8) (a guard: about 28 rows per probe were needed at 100k rows),
-    /// `rerank` = rows / 1000 clamped to 100 ..= 400 (and ≥ k).
-    ///
-    /// Measured on the synthetic clustered set (25k, 100k, 200k rows), where the number of rows
-    /// "about as close" as the true top-10 grows in proportion to the table; real embeddings may
-    /// need less. Recall targets: ≥ 0.95 recall@10.
+    /// The server's automatic settings for an index of `rows` rows created without options
+    /// ([`LshParams::suggested_bits`]`(rows)` bits, [`LshParams::DEFAULT_TABLES`] tables).
     pub fn for_rows(rows: u64, k: usize) -> SearchParams {
-        let max_candidates = (rows / 25).clamp(2000, 40_000) as usize;
-        SearchParams {
+        Self::auto(
+            LshParams::suggested_bits(rows),
+            LshParams::DEFAULT_TABLES,
+            rows,
             k,
-            max_candidates,
-            max_probes: (max_candidates / 8).max(1000),
-            rerank: ((rows / 1000).clamp(100, 400) as usize).max(k),
-        }
+        )
     }
 }
 

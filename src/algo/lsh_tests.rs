@@ -438,8 +438,8 @@ fn recall_at_10_on_clustered_data() {
     let mean = total / 40.0;
     println!("recall@10 = {mean:.3} (10k x 64-d, 40 queries)");
     assert!(mean >= 0.95, "recall@10 = {mean}");
-    // Only `rerank` exact distances per query, not a scan.
-    assert_eq!(reranked, 40 * 100);
+    // Only `rerank` exact distances per query (or every candidate, when fewer), not a scan.
+    assert!(reranked <= 40 * sp.rerank, "{reranked} exact distances");
 }
 
 /// The full-size check (100k × 512, recommended defaults, 100 queries): run with

@@ -11,9 +11,9 @@ pub static LSH_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// The effective scan settings for an index with `bits` bits per table over about `rows` rows: the GUCs,
-/// or where they are 0 the automatic values measured with benches/lsh_vs_pgvector.sh (512-d clustered:
-/// recall@10 0.96-0.99 at 100k rows, 0.965-0.98 at 1M): probes 2^(bits-7) per table (at least 16),
-/// candidates max(8000, rows/25), rerank max(500, rows/1000).
+/// or where they are 0 the automatic values of `imgsim_algo::lsh::auto` (shared with the in-memory
+/// index): probes 2^(bits-7) per table (at least 16), candidates max(8000, rows/25), rerank
+/// max(500, rows/1000).
 pub struct ScanSettings {
     pub probes_per_table: usize,
     pub max_candidates: usize,
@@ -21,18 +21,12 @@ pub struct ScanSettings {
 }
 
 pub fn scan_settings(bits: u32, rows: f64) -> ScanSettings {
-    let pick = |guc: i32, auto: f64| {
-        if guc > 0 {
-            guc as usize
-        } else {
-            auto.max(1.0) as usize
-        }
-    };
-    let rows = rows.max(0.0);
+    use imgsim_algo::lsh::auto;
+    let pick = |guc: i32, auto: usize| if guc > 0 { guc as usize } else { auto.max(1) };
     ScanSettings {
-        probes_per_table: pick(LSH_PROBES.get(), 2f64.powi(bits as i32 - 7).max(16.0)),
-        max_candidates: pick(LSH_MAX_CANDIDATES.get(), (rows / 25.0).max(8000.0)),
-        rerank: pick(LSH_RERANK.get(), (rows / 1000.0).max(500.0)),
+        probes_per_table: pick(LSH_PROBES.get(), auto::probes_per_table(bits)),
+        max_candidates: pick(LSH_MAX_CANDIDATES.get(), auto::max_candidates(rows)),
+        rerank: pick(LSH_RERANK.get(), auto::rerank(rows)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Index options: `CREATE INDEX ... USING lsh (v embedding_l2_ops) WITH (bits = 12, tables = 8, ...)`.
 
 use crate::pg::compat::int_relopt as elt;
+use imgsim_algo::lsh::LshParams;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,10 +17,10 @@ pub struct LshOptions {
     pub seed: i32,
 }
 
-pub const DEFAULT_TABLES: i32 = 8;
-pub const DEFAULT_SKETCH_BITS: i32 = 256;
+pub const DEFAULT_TABLES: i32 = LshParams::DEFAULT_TABLES as i32;
+pub const DEFAULT_SKETCH_BITS: i32 = LshParams::DEFAULT_SKETCH_BITS as i32;
 /// The fixed default seed: a dump/restore or REINDEX regenerates the same planes.
-pub const DEFAULT_SEED: i32 = 0x1d5_5eed;
+pub const DEFAULT_SEED: i32 = LshParams::DEFAULT_SEED as i32;
 
 static KIND: AtomicU32 = AtomicU32::new(0);
 
