@@ -382,7 +382,10 @@ fn report_defaults(
         "{:>10} | {:>6} {:>7} {:>7} {:>7}",
         "max_probes", "recall", "cand", "probes", "us"
     );
-    for max_probes in [25, 50, 100, 150, 200, 400, 1000, 20_000] {
+    let mut probe_list = vec![25, 50, 100, 150, 200, 400, 1000, 20_000, base.max_probes];
+    probe_list.sort_unstable();
+    probe_list.dedup();
+    for max_probes in probe_list {
         let sp = SearchParams { max_probes, ..base };
         let (mut rc, mut cand, mut probes) = (0.0, 0usize, 0usize);
         let t = Instant::now();
