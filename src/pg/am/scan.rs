@@ -32,9 +32,8 @@ struct ScanState {
     /// Entries held in `chains`.
     chain_entries: usize,
     seen: HashSet<VectorRef>,
-    /// Candidates not yet reranked, kept sorted worst-first so the best pop off the end.
+    /// Candidates not yet reranked (sketch Hamming distance, address), in no particular order.
     pending: Vec<(u32, VectorRef)>,
-    pending_sorted: bool,
     /// Current batch, sorted farthest-first: pop() gives the next row.
     results: Vec<(f64, pg_sys::ItemPointerData)>,
     /// ORDER BY emb <op> NULL: `results` holds every row, returned with NULL distances.
@@ -55,7 +54,6 @@ impl ScanState {
             chain_entries: 0,
             seen: HashSet::new(),
             pending: Vec::new(),
-            pending_sorted: true,
             results: Vec::new(),
             null_query: false,
             started: false,
@@ -270,7 +268,6 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
                 new += 1;
             }
         }
-        st.pending_sorted = false;
     }
 }
 
@@ -345,28 +342,23 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
             probe(index, st, probes, max_candidates);
             continue;
         }
-        if !st.pending_sorted {
+        // The best `take` by (Hamming distance, address) move to the end, without sorting the rest.
+        let n = st.pending.len();
+        let take = rerank.min(n);
+        if take < n {
             st.pending
-                .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-            st.pending_sorted = true;
+                .select_nth_unstable_by(n - take - 1, |a, b| b.cmp(a));
         }
-        let take = rerank.min(st.pending.len());
-        let mut chosen: Vec<VectorRef> = st
-            .pending
-            .drain(st.pending.len() - take..)
-            .map(|(_, v)| v)
-            .collect();
+        let mut chosen: Vec<VectorRef> = st.pending.drain(n - take..).map(|(_, v)| v).collect();
+        // In physical order: the candidates of one vector page are read under one buffer lock.
         chosen.sort_unstable();
-        for (i, v) in chosen.into_iter().enumerate() {
-            if i % 256 == 255 {
-                pg_sys::check_for_interrupts!();
+        let query = &st.query;
+        let results = &mut st.results;
+        shape::read_vectors(index, &chosen, &mut values, |tid, deleted, values| {
+            if !deleted && values.len() == query.len() {
+                results.push((exact(metric, query, values), tid));
             }
-            if let Some((tid, false)) = shape::read_vector(index, v, &mut values) {
-                if values.len() == st.query.len() {
-                    st.results.push((exact(metric, &st.query, &values), tid));
-                }
-            }
-        }
+        });
         if !st.results.is_empty() {
             st.results.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
             return true;

@@ -148,6 +148,33 @@ pub fn read_vector(
     })
 }
 
+/// Calls `f(heap tid, deleted, values)` for each of `refs` (sorted by address) that holds a vector item:
+/// the refs of one page are decoded under one buffer lock; unused line pointers are skipped.
+pub fn read_vectors(
+    index: pg_sys::Relation,
+    refs: &[VectorRef],
+    values: &mut Vec<f32>,
+    mut f: impl FnMut(pg_sys::ItemPointerData, bool, &[f32]),
+) {
+    for (n, run) in refs.chunk_by(|a, b| a.block() == b.block()).enumerate() {
+        if n % 64 == 63 {
+            pg_sys::check_for_interrupts!();
+        }
+        let buf = Locked::read(index, run[0].block(), Lock::Share);
+        let p = buf.page();
+        if p.kind() != page::KIND_VECTOR {
+            continue;
+        }
+        for v in run {
+            if let Some(b) = p.item(v.offset()) {
+                let item = page::VectorItem::parse(b);
+                item.values_into(values);
+                f(item.heap_tid(), item.deleted(), values);
+            }
+        }
+    }
+}
+
 /// Calls `f` with the address and item of every vector not flagged deleted, in physical order, each page
 /// share-locked while its items are visited.
 pub fn for_each_live_vector(
