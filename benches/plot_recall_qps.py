@@ -98,7 +98,7 @@ def plot(doc, path, key="qps"):
     d.text((LEFT + pw / 2, H - 22), "recall@10", fill="black", font=f, anchor="mm")
     ylabel = "QPS\n(log)" if key == "qps" else "QPS per\nCPU s\n(log)"
     d.text((12, TOP + ph / 2), ylabel, fill="black", font=f, anchor="lm")
-    title = (f"recall@10 vs {'QPS' if key == 'qps' else 'QPS per backend CPU second'}: {doc['rows']:,} rows x {doc['dims']}-d clustered, {doc['queries']} queries, "
+    title = (f"recall@10 vs {'QPS' if key == 'qps' else 'QPS per backend CPU second'}: {doc['rows']:,} rows x {doc['dims']}-d {doc.get('data_desc', 'clustered')}, {doc['queries']} queries, "
              f"{doc['machine']['cpus']} shared CPUs, one backend")
     d.text((LEFT, 22), title, fill="black", font=fb, anchor="lm")
 

@@ -13,7 +13,8 @@
 #            is gone with its transaction, the table is intact and the index builds again.
 #   round 4: SIGKILL in the middle of VACUUM's pass over the index: scans still find the live rows, and
 #            the next VACUUM finishes the job (lsh_index_check clean, index holds exactly the live rows).
-#   round 5: SIGKILL while an index created on an empty table rebuilds its bucket structure (grow.rs).
+#   round 5: SIGKILL while an index created on an empty table rebuilds its bucket structure (grow.rs);
+#            VACUUM then reuses the structure pages the interrupted rebuild left unused.
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -317,6 +318,15 @@ if cluster_start p; then
   expect_eq "crash round 5: the committed rows survive, the interrupted insert is gone" "$(cq p -c "SELECT count(*) FROM g")" 2000
   problems=$(cq p -c "SELECT * FROM lsh_index_check('g_idx')" 2>&1)
   expect_eq "crash round 5: lsh_index_check clean after recovery" "$(lines "$problems")" ""
+  # Structure pages the interrupted rebuild left unused are reused by the next VACUUM (reported as index
+  # pages newly deleted: VACUUM VERBOSE's "index ...: pages: N in total, M newly deleted", PostgreSQL 15+);
+  # a second VACUUM has nothing left to reclaim.
+  first=$(cq p -c "VACUUM (VERBOSE) g" 2>&1 | grep -A2 'index "g_idx"' | grep -oE '[0-9]+ newly deleted' | grep -oE '^[0-9]+')
+  echo "round 5: the first VACUUM after recovery reclaimed ${first:-?} unused structure pages"
+  second=$(cq p -c "VACUUM (VERBOSE) g" 2>&1 | grep -A2 'index "g_idx"' | grep -oE '[0-9]+ newly deleted' | grep -oE '^[0-9]+')
+  expect_eq "crash round 5: a second VACUUM finds no unused structure pages" "${second:-missing}" "0"
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('g_idx')" 2>&1)
+  expect_eq "crash round 5: lsh_index_check clean after VACUUM reclaimed pages" "$(lines "$problems")" ""
   bad=$(cq p -c "SET enable_seqscan = off" \
     -c "SELECT id FROM g WHERE id % 20 = 0 AND id <> (SELECT g2.id FROM g g2 ORDER BY g2.v <-> g.v LIMIT 1)" 2>&1)
   expect_eq "crash round 5: sampled rows are their own nearest neighbours" "$(lines "$bad")" ""

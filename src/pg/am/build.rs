@@ -410,6 +410,7 @@ pub fn empty_meta() -> Meta {
         built_rows: 0,
         build_id: 0,
         built_blocks: 0,
+        rebuild_pending: 0,
     }
 }
 

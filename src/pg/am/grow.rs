@@ -56,6 +56,10 @@ impl SharedStructure {
 
 impl Drop for SharedStructure {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Unwinding from an ERROR: the transaction abort releases the lock (as buffer.rs's guards).
+            return;
+        }
         // SAFETY: this guard took exactly this lock.
         unsafe {
             pg_sys::UnlockPage(
@@ -173,6 +177,63 @@ fn structure_blocks(index: pg_sys::Relation, old: &Shape) -> Vec<pg_sys::BlockNu
     out
 }
 
+/// Turns a structure page that no structure uses into an empty vector page offered to inserts.
+fn reclaim_page(index: pg_sys::Relation, blk: pg_sys::BlockNumber) {
+    let mut buf = Locked::read(index, blk, Lock::Exclusive);
+    let w = PageWrite::start(index);
+    w.page(&mut buf, true).init(page::KIND_VECTOR);
+    w.finish();
+    buf.record_free_space(index, buf.page().free_space());
+}
+
+/// VACUUM: bucket, mean and directory pages that the current structure does not use — left by a crash
+/// between writing a rebuilt structure and switching to it, or in the middle of reclaiming the old one
+/// after the switch — become empty vector pages, as a completed rebuild leaves them. Returns how many.
+///
+/// Under the structure's share lock no rebuild (exclusive) is writing a structure; an index still
+/// waiting for its first row has no structure (and its first insert writes one under the meta page's
+/// buffer lock): it is left alone.
+pub fn reclaim_unused_structure_pages(index: pg_sys::Relation) -> u32 {
+    let _shared = SharedStructure::lock(index);
+    if shape::read_meta(index).rebuild_pending == 0 {
+        return 0; // no rebuild was interrupted since the last VACUUM: nothing to look for
+    }
+    let Some(shape) = shape::load(index) else {
+        return 0;
+    };
+    let used: std::collections::HashSet<pg_sys::BlockNumber> =
+        structure_blocks(index, &shape).into_iter().collect();
+    let mut reclaimed = 0;
+    for blk in 1..shape::nblocks(index) {
+        crate::pg::compat::vacuum_delay_point();
+        if used.contains(&blk) {
+            continue;
+        }
+        let kind = Locked::read(index, blk, Lock::Share).page().kind();
+        if matches!(
+            kind,
+            page::KIND_BUCKET | page::KIND_MEAN | page::KIND_DIRECTORY
+        ) {
+            reclaim_page(index, blk);
+            reclaimed += 1;
+        }
+    }
+    if reclaimed > 0 {
+        // SAFETY: make the recorded free space visible to searches from the FSM's root.
+        unsafe { pg_sys::IndexFreeSpaceMapVacuum(index) };
+    }
+    set_rebuild_pending(index, false);
+    reclaimed
+}
+
+/// Rewrites the meta page with `rebuild_pending` set or cleared (same build id: cached shapes stay valid).
+pub(super) fn set_rebuild_pending(index: pg_sys::Relation, pending: bool) {
+    let mut buf = Locked::read(index, page::META_BLOCK, Lock::Exclusive);
+    let mut meta = buf.page().read_meta(index);
+    meta.rebuild_pending = u32::from(pending);
+    write_meta_page(index, &mut buf, &meta);
+}
+
 /// Rebuilds the bucket structure from the stored vectors (exclusive meta page lock held).
 fn rebuild(index: pg_sys::Relation, old: &Shape) {
     let (vrefs, mean) = stored_vectors(index, old);
@@ -202,7 +263,10 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
         return;
     }
     let old_blocks = structure_blocks(index, old);
-    let meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
+    // From here until the old structure is reclaimed, a crash leaves unused structure pages (VACUUM).
+    set_rebuild_pending(index, true);
+    let mut meta = write_structure(index, new_params, mean.finish(), &vrefs, false);
+    meta.rebuild_pending = 1;
     // The switch: one WAL record.
     write_meta_page(
         index,
@@ -212,12 +276,9 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
     // The old structure's pages become empty vector pages, free for inserts. (Not zeroed: a WAL-logged
     // page gets an LSN, and a page with an LSN but no header fails PostgreSQL's page check when read.)
     for blk in old_blocks {
-        let mut buf = Locked::read(index, blk, Lock::Exclusive);
-        let w = PageWrite::start(index);
-        w.page(&mut buf, true).init(page::KIND_VECTOR);
-        w.finish();
-        buf.record_free_space(index, buf.page().free_space());
+        reclaim_page(index, blk);
     }
+    set_rebuild_pending(index, false);
     // SAFETY: make the recorded free space visible to searches from the FSM's root.
     unsafe { pg_sys::IndexFreeSpaceMapVacuum(index) };
 }

@@ -11,6 +11,8 @@ pub mod cost;
 #[cfg(any(test, feature = "pg_test"))]
 mod format_test;
 pub mod grow;
+#[cfg(any(test, feature = "pg_test"))]
+mod grow_test;
 pub mod info;
 pub mod insert;
 pub mod options;

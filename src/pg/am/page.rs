@@ -69,7 +69,15 @@ pub struct Meta {
     /// Index size in blocks when this layout was chosen (grow.rs rebuilds the bucket structure once the
     /// index has doubled). Appended in 0.2.0: older meta pages read 0 here.
     pub built_blocks: u32,
+    /// Nonzero from the start of a layout rebuild (grow.rs) until the old structure's pages were all
+    /// reclaimed: a crash in between leaves unused structure pages, which VACUUM then looks for.
+    /// Occupies what was the struct's tail padding (older meta pages may read anything here, which
+    /// costs one needless search at the next VACUUM).
+    pub rebuild_pending: u32,
 }
+
+// Meta is copied to and from pages as bytes: it must have no padding.
+const _: () = assert!(size_of::<Meta>() == 88);
 
 /// Bytes usable for raw arrays (mean, directory) on one page.
 pub const fn raw_capacity() -> usize {

@@ -163,8 +163,17 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     } else {
         stats // counted exactly by ambulkdelete
     };
+    // Structure pages left unused by a crash in the middle of a layout rebuild (grow.rs) are reused;
+    // VACUUM VERBOSE reports them as index pages newly deleted (and reusable).
+    let reclaimed = super::grow::reclaim_unused_structure_pages(index);
     // SAFETY: `stats` is valid; FSM vacuuming only updates the index's free space map.
     unsafe {
+        #[cfg(not(feature = "pg13"))]
+        {
+            (*stats).pages_newly_deleted += reclaimed;
+        }
+        (*stats).pages_deleted += reclaimed;
+        (*stats).pages_free += reclaimed;
         (*stats).num_pages = shape::nblocks(index);
         pg_sys::IndexFreeSpaceMapVacuum(index);
     }
