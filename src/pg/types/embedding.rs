@@ -9,6 +9,21 @@ use pgrx::PgSqlErrorCode;
 pub const MAX_DIMS: usize = 16000;
 const HEADER: usize = 8;
 
+/// PostgreSQL's `VARATT_IS_4B_U`: a varlena with a 4-byte header, neither compressed nor external.
+///
+/// # Safety
+/// `p` must point to the first byte of a varlena.
+#[inline(always)]
+unsafe fn is_plain_4b(p: *const u8) -> bool {
+    // SAFETY: guaranteed by the caller: the header's first byte is readable.
+    let first = unsafe { *p };
+    if cfg!(target_endian = "little") {
+        first & 0x03 == 0x00
+    } else {
+        first & 0xC0 == 0x00
+    }
+}
+
 /// A detoasted `embedding` borrowed from PostgreSQL memory.
 #[derive(Clone, Copy)]
 pub struct EmbeddingRef<'a> {
@@ -25,9 +40,18 @@ impl<'a> EmbeddingRef<'a> {
         // SAFETY: the caller guarantees an embedding datum; pg_detoast_datum returns a plain 4-byte-header
         // varlena (possibly a palloc'd copy), which is valid for the current call.
         unsafe {
-            let p = pg_sys::pg_detoast_datum(datum.cast_mut_ptr::<pg_sys::varlena>()) as *const u8;
+            let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+            // A plain (4-byte header, uncompressed, inline) value is used where it lies; only other
+            // forms go through pg_detoast_datum (an FFI call that pgrx guards with a setjmp: measurable
+            // per row in a seq scan's distance operator).
+            let p = if is_plain_4b(raw as *const u8) {
+                raw as *const u8
+            } else {
+                pg_sys::pg_detoast_datum(raw) as *const u8
+            };
             let total = pgrx::varsize(p as *const pg_sys::varlena);
-            let dims = i16::from_ne_bytes([*p.add(4), *p.add(5)]) as usize;
+            let dims = i16::from_ne_bytes([*p.add(4), *p.add(5)]);
+            let dims = usize::try_from(dims).unwrap_or(usize::MAX / 8);
             if total < HEADER + dims * 4 {
                 error(
                     PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
