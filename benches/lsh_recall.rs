@@ -23,6 +23,10 @@ use imgsim_algo::synth::{scale_norms, ClusterSpec, Clustered, NormSpread};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[path = "npy.rs"]
+mod npy;
+use npy::read_npy;
+
 const K: usize = 10;
 /// Swept bits: `LshParams::suggested_bits(rows)` plus these offsets (8, 10, 12, 14 at 100k rows).
 const BITS_OFFSETS: [i32; 4] = [-4, -2, 0, 2];
@@ -109,49 +113,6 @@ fn parse() -> Opts {
         i += 1;
     }
     o
-}
-
-/// Reads a little-endian f32 .npy file of shape [N, D] (C order).
-fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
-    let b = std::fs::read(path).map_err(|e| e.to_string())?;
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file".into());
-    }
-    let (hlen, hstart) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&b[hstart..hstart + hlen]).map_err(|e| e.to_string())?;
-    if !header.contains("'<f4'") {
-        return Err(format!("need dtype '<f4': {header}"));
-    }
-    if header.contains("'fortran_order': True") {
-        return Err("fortran order not supported".into());
-    }
-    let shape = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(')').next())
-        .ok_or("no shape")?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| format!("bad shape {shape}")))
-        .collect::<Result<_, _>>()?;
-    if dims.len() != 2 {
-        return Err(format!("need a 2-d array, shape ({shape})"));
-    }
-    let body = &b[hstart + hlen..];
-    if body.len() < dims[0] * dims[1] * 4 {
-        return Err("file shorter than its shape".into());
-    }
-    let v = body[..dims[0] * dims[1] * 4]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((v, dims[0], dims[1]))
 }
 
 struct Row {
