@@ -376,6 +376,32 @@ fn section_sign(s: &Set) -> (SignEncoder, Vec<u64>) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Scans every code in blocks (estimated distances, or their lower bounds) into `top` (cleared first).
+fn scan_into_top(
+    codes: &RabitqCodes,
+    lut: &imgsim_algo::estimator::QueryLut,
+    lower_bounds: bool,
+    top: &mut TopK,
+    buf: &mut [f32],
+    keys: &mut [u32],
+) {
+    top.clear();
+    let mut start = 0;
+    while start < codes.len() {
+        let n = BLOCK.min(codes.len() - start);
+        if lower_bounds {
+            codes.scan_lower_bounds(lut, start, &mut buf[..n]);
+        } else {
+            codes.scan(lut, start, &mut buf[..n]);
+        }
+        for (k, &x) in keys.iter_mut().zip(&buf[..n]) {
+            *k = f32_key(x);
+        }
+        top.push_block(&keys[..n], start as u32);
+        start += n;
+    }
+}
+
 fn rabitq_scan(s: &Set, enc: &RabitqEncoder, codes: &RabitqCodes, name: &str) {
     let bytes = codes.bytes + 12;
     let mut buf = vec![0.0f32; BLOCK];
@@ -401,17 +427,7 @@ fn rabitq_scan(s: &Set, enc: &RabitqEncoder, codes: &RabitqCodes, name: &str) {
             let (q, qu) = s.query(i);
             let t = Instant::now();
             let lut = enc.query(qu, 1.9);
-            top.clear();
-            let mut start = 0;
-            while start < codes.len() {
-                let n = BLOCK.min(codes.len() - start);
-                codes.scan(&lut, start, &mut buf[..n]);
-                for (k, &x) in keys.iter_mut().zip(&buf[..n]) {
-                    *k = f32_key(x);
-                }
-                top.push_block(&keys[..n], start as u32);
-                start += n;
-            }
+            scan_into_top(codes, &lut, false, &mut top, &mut buf, &mut keys);
             let got = s.rerank(q, top.ids());
             a.secs += t.elapsed().as_secs_f64();
             a.recall += recall(&got, &s.truth[i]);
@@ -431,17 +447,7 @@ fn rabitq_scan(s: &Set, enc: &RabitqEncoder, codes: &RabitqCodes, name: &str) {
             let (q, qu) = s.query(i);
             let t = Instant::now();
             let lut = enc.query(qu, eps);
-            top.clear();
-            let mut start = 0;
-            while start < codes.len() {
-                let n = BLOCK.min(codes.len() - start);
-                codes.scan_lower_bounds(&lut, start, &mut buf[..n]);
-                for (k, &x) in keys.iter_mut().zip(&buf[..n]) {
-                    *k = f32_key(x);
-                }
-                top.push_block(&keys[..n], start as u32);
-                start += n;
-            }
+            scan_into_top(codes, &lut, true, &mut top, &mut buf, &mut keys);
             let order = top.clone().into_sorted();
             let mut best: Vec<Neighbor> = Vec::with_capacity(K + 1);
             let mut n = 0;
