@@ -98,8 +98,13 @@ impl Locked {
         }
     }
 
-    /// Records the page's free space in the free space map.
-    pub fn record_free_space(&self, index: pg_sys::Relation, free: usize) {
+    /// Records the page's own free space (for a new item) in the free space map.
+    pub fn record_free_space(&self, index: pg_sys::Relation) {
+        self.record_free_space_as(index, self.page().free_space());
+    }
+
+    /// Records `free` bytes for this page in the free space map (0 for a page inserts must not use).
+    pub fn record_free_space_as(&self, index: pg_sys::Relation, free: usize) {
         // SAFETY: `index` is open; the FSM only stores a number for this block.
         unsafe { pg_sys::RecordPageWithFreeSpace(index, self.block(), free) };
     }

@@ -2,7 +2,6 @@
 //! of bucket pages (lsh.probes per table) plus the reranked vector pages, all done before the first row
 //! (startup cost). Without an ORDER BY it is never chosen; on tiny tables a seq scan + sort wins by cost.
 
-use super::buffer::{Lock, Locked};
 use super::{page, shape};
 use crate::pg::gucs;
 use pgrx::pg_sys;
@@ -47,7 +46,9 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         // superbucket hit the scan's cache). Chains were written contiguously: sequential pages. Reranked
         // rows each visit a vector page: random reads, most of them cached after the first queries.
         let chains_read = probes.min(layout.tables * layout.superbuckets);
-        let chain_pages = (tuples / layout.superbuckets * layout.entry_bytes / 8160.0).max(1.0);
+        let chain_pages = (tuples / layout.superbuckets * layout.entry_bytes
+            / page::raw_capacity() as f64)
+            .max(1.0);
         let bucket_pages = (chains_read * chain_pages).min(index_pages.max(1.0));
         let vector_pages = rerank.min(tuples);
         let pages_read = bucket_pages + vector_pages;
@@ -76,19 +77,15 @@ struct Layout {
 fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
     // SAFETY: the planner holds a lock on every index of the relation it plans for; NoLock opens it.
     let index = unsafe { pg_sys::index_open(indexoid, pg_sys::NoLock as pg_sys::LOCKMODE) };
-    let current = Locked::read(index, page::META_BLOCK, Lock::Share)
-        .page()
-        .meta_if_current()
-        .is_some_and(|m| m.dims > 0);
-    let layout = match current.then(|| shape::load(index)).flatten() {
+    let layout = match shape::load_if_current(index) {
         Some(shape) => {
             let p = shape.params();
             Layout {
                 bits: p.bits,
                 tables: p.tables as f64,
                 superbuckets: (1u64 << shape.meta.dir_bits) as f64,
-                entry_bytes: (page::maxalign(page::BUCKET_HEADER + p.sketch_words() * 8) + 4)
-                    as f64,
+                entry_bytes: (page::maxalign(page::BUCKET_HEADER + p.sketch_words() * 8)
+                    + size_of::<pg_sys::ItemIdData>()) as f64,
                 built_rows: shape.meta.built_rows as f64,
             }
         }

@@ -183,7 +183,7 @@ fn reclaim_page(index: pg_sys::Relation, blk: pg_sys::BlockNumber) {
     let w = PageWrite::start(index);
     w.page(&mut buf, true).init(page::KIND_VECTOR);
     w.finish();
-    buf.record_free_space(index, buf.page().free_space());
+    buf.record_free_space(index);
 }
 
 /// VACUUM: bucket, mean and directory pages that the current structure does not use — left by a crash
@@ -195,10 +195,11 @@ fn reclaim_page(index: pg_sys::Relation, blk: pg_sys::BlockNumber) {
 /// buffer lock): it is left alone.
 pub fn reclaim_unused_structure_pages(index: pg_sys::Relation) -> u32 {
     let _shared = SharedStructure::lock(index);
-    if shape::read_meta(index).rebuild_pending == 0 {
+    let meta = shape::read_meta(index);
+    if meta.rebuild_pending == 0 {
         return 0; // no rebuild was interrupted since the last VACUUM: nothing to look for
     }
-    let Some(shape) = shape::load(index) else {
+    let Some(shape) = shape::load_from(index, meta) else {
         return 0;
     };
     let used: std::collections::HashSet<pg_sys::BlockNumber> =

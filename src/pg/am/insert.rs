@@ -164,16 +164,16 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
         // offers it through the free space map and it becomes a vector page here.
         if (is_vector && fits) || kind == 0 {
             let off = add_logged(index, &mut buf, item, kind == 0);
-            buf.record_free_space(index, buf.page().free_space());
+            buf.record_free_space(index);
             TARGET.with(|t| t.borrow_mut().insert(oid, blk));
             return VectorRef::new(blk, off);
         }
         // Stale FSM entry: correct it and look again.
-        buf.record_free_space(index, if is_vector { free } else { 0 });
+        buf.record_free_space_as(index, if is_vector { free } else { 0 });
     }
     let mut buf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let off = add_logged(index, &mut buf, item, true);
-    buf.record_free_space(index, buf.page().free_space());
+    buf.record_free_space(index);
     let blk = buf.block();
     TARGET.with(|t| t.borrow_mut().insert(oid, blk));
     VectorRef::new(blk, off)

@@ -56,7 +56,20 @@ thread_local! {
 /// Loads (or takes from the cache) the shape of an initialised index. `None` while the index was built
 /// empty and has not seen its first row (dimensions unknown).
 pub fn load(index: pg_sys::Relation) -> Option<Rc<Shape>> {
-    let meta = read_meta(index);
+    load_from(index, read_meta(index))
+}
+
+/// As [`load`], but `None` (no ERROR) also for an index of another on-disk format version: for the
+/// planner, which reads the meta page once per plan and leaves refusing the index to its scan.
+pub fn load_if_current(index: pg_sys::Relation) -> Option<Rc<Shape>> {
+    let meta = Locked::read(index, page::META_BLOCK, Lock::Share)
+        .page()
+        .meta_if_current()?;
+    load_from(index, meta)
+}
+
+/// The shape described by `meta` (just read from block 0), from the cache or built.
+pub fn load_from(index: pg_sys::Relation, meta: Meta) -> Option<Rc<Shape>> {
     if meta.dims == 0 {
         return None;
     }

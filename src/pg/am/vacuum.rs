@@ -54,7 +54,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         let mut offs = Vec::new();
         if p.is_new() {
             // All zeros (a crash right after the file was extended): offer it to inserts.
-            buf.record_free_space(index, pg_sys::BLCKSZ as usize / 2);
+            buf.record_free_space_as(index, pg_sys::BLCKSZ as usize / 2);
         } else if p.kind() == page::KIND_VECTOR {
             for off in 1..=p.max_offset() {
                 if let Some(b) = p.item(off) {
@@ -125,7 +125,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let w = PageWrite::start(index);
             w.page(&mut buf, false).delete_items_in_place(&offs);
             w.finish();
-            buf.record_free_space(index, buf.page().free_space());
+            buf.record_free_space(index);
         }
     }
     // SAFETY: `stats` is valid.
