@@ -22,7 +22,9 @@ use imgsim_algo::estimator::{
     hamming_scan, hamming_scan_kernel, truncate_codes, RabitqCodes, RabitqEncoder, SignEncoder,
     Threshold,
 };
-use imgsim_algo::lsh::{exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, SearchParams};
+use imgsim_algo::lsh::{
+    exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, ScanMode, SearchParams,
+};
 use imgsim_algo::topk::{f32_key, TopK};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -265,6 +267,7 @@ fn section_lsh(s: &Set) -> MemIndex {
                 usize::MAX
             },
             rerank: rr,
+            mode: ScanMode::Buckets,
         };
         for (name, idx) in [("12b", &idx12), ("14b", &big)] {
             let a = run(idx, sp);

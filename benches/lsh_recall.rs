@@ -18,7 +18,9 @@
 //! Every configuration is derived from one index built at the largest parameters with
 //! `MemIndex::truncated` (plane prefixes), so the sweep hashes the data only once.
 
-use imgsim_algo::lsh::{exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, SearchParams};
+use imgsim_algo::lsh::{
+    exact_knn, recall, LshParams, MemIndex, Metric, Neighbor, ScanMode, SearchParams,
+};
 use imgsim_algo::synth::{scale_norms, ClusterSpec, Clustered, NormSpread};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -229,6 +231,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
                             max_candidates: max_cand,
                             max_probes: SWEEP_MAX_PROBES,
                             rerank,
+                            mode: ScanMode::Buckets,
                         };
                         let (mut rc, mut cand, mut probes, mut entries) =
                             (0.0, 0usize, 0usize, 0usize);

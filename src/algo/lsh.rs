@@ -39,6 +39,7 @@
 //! ([`LshParams::to_bytes`]) and the mean vector ([`f32s_to_le_bytes`]).
 
 use crate::distance;
+use crate::topk::TopK;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -991,6 +992,20 @@ pub struct SearchParams {
     pub max_probes: usize,
     /// Rows (best by sketch Hamming distance) whose exact distance is computed; clamped to ≥ k.
     pub rerank: usize,
+    /// Where candidates come from: probed buckets, or every row's sketch.
+    pub mode: ScanMode,
+}
+
+/// How a search finds its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Probe buckets of every table in multi-probe order (`max_probes`, `max_candidates`).
+    Buckets,
+    /// Rank every row by sketch Hamming distance (one sequential pass over one table's entries, each
+    /// row once); `max_probes` and `max_candidates` are not used. Below
+    /// [`auto::SKETCH_SCAN_MAX_ROWS`] rows this costs about what probing does, and it loses no true
+    /// neighbour to bucket boundaries.
+    Sketches,
 }
 
 /// Automatic scan settings: the ones an index scan uses where `lsh.probes`, `lsh.max_candidates` and
@@ -998,6 +1013,24 @@ pub struct SearchParams {
 /// simulations and the server cannot drift apart). Measured with benches/lsh_vs_pgvector.sh (512-d
 /// clustered: recall@10 0.96-0.99 at 100k rows, 0.965-0.98 at 1M).
 pub mod auto {
+    use super::ScanMode;
+
+    /// Tables of up to this many rows are scanned by sketch ([`ScanMode::Sketches`]); larger ones
+    /// probe buckets. A sketch scan reads every row's 32-byte sketch once (≈ 1/170 of a page per row),
+    /// where bucket probing at these sizes collects `max_candidates` = rows / 25 rows from 8 tables
+    /// and reads their chains whole: about the same pages up to a million rows, at much higher recall
+    /// on hard data (GloVe 400k × 50: benches/results/lsh_vs_pgvector_glove.txt).
+    pub const SKETCH_SCAN_MAX_ROWS: f64 = 1_000_000.0;
+
+    /// The scan mode for about `rows` rows.
+    pub fn mode(rows: f64) -> ScanMode {
+        if rows <= SKETCH_SCAN_MAX_ROWS {
+            ScanMode::Sketches
+        } else {
+            ScanMode::Buckets
+        }
+    }
+
     /// Buckets probed per table in the first batch: 2^(bits − 7), at least 16.
     pub fn probes_per_table(bits: u32) -> usize {
         (1usize << bits.saturating_sub(7)).max(16)
@@ -1006,9 +1039,14 @@ pub mod auto {
     pub fn max_candidates(rows: f64) -> usize {
         (rows.max(0.0) / 25.0).max(8000.0) as usize
     }
-    /// Candidates (best by sketch) given an exact distance per batch: max(500, rows / 1000).
-    pub fn rerank(rows: f64) -> usize {
-        (rows.max(0.0) / 1000.0).max(500.0) as usize
+    /// Candidates (best by sketch) given an exact distance per batch: max(500, rows / 1000) when
+    /// probing buckets; 1000 for a sketch scan (whose candidates are the best of every row, so a fixed
+    /// number suffices: recall@10 ≥ 0.99 on GloVe 400k × 50-d, the hardest set measured).
+    pub fn rerank(rows: f64, mode: ScanMode) -> usize {
+        match mode {
+            ScanMode::Buckets => (rows.max(0.0) / 1000.0).max(500.0) as usize,
+            ScanMode::Sketches => 1000,
+        }
     }
 }
 
@@ -1016,11 +1054,13 @@ impl SearchParams {
     /// The server's automatic settings for an index of `bits` bits per table and `tables` tables over
     /// about `rows` rows ([`auto`]): probes of all tables, candidates, rerank (at least `k`).
     pub fn auto(bits: u32, tables: u32, rows: u64, k: usize) -> SearchParams {
+        let mode = auto::mode(rows as f64);
         SearchParams {
             k,
             max_candidates: auto::max_candidates(rows as f64),
             max_probes: auto::probes_per_table(bits) * tables as usize,
-            rerank: auto::rerank(rows as f64).max(k),
+            rerank: auto::rerank(rows as f64, mode).max(k),
+            mode,
         }
     }
 
@@ -1257,7 +1297,19 @@ impl MemIndex {
         let mut cands: Vec<u32> = Vec::with_capacity(sp.max_candidates.min(self.rows));
         let mut probes = 0usize;
         let mut entries = 0usize;
-        if sp.max_candidates > 0 && sp.max_probes > 0 {
+        let rerank = sp.rerank.max(sp.k);
+        if sp.mode == ScanMode::Sketches {
+            // Every row by (Hamming distance, id): the best `rerank` go to the exact rerank.
+            let mut hams = vec![0u32; self.rows];
+            if self.rows > 0 {
+                crate::estimator::hamming_scan(&qh.sketch, &self.sketches, &mut hams);
+            }
+            let mut top = TopK::new(rerank.min(self.rows));
+            top.push_block(&hams, 0);
+            entries = self.rows;
+            cands = top.ids().collect();
+            cands.sort_unstable();
+        } else if sp.max_candidates > 0 && sp.max_probes > 0 {
             for probe in qh.probes() {
                 probes += 1;
                 if let Some(ids) = self.buckets[probe.table as usize].get(&probe.code) {
@@ -1275,8 +1327,11 @@ impl MemIndex {
                 }
             }
         }
-        let candidates = cands.len();
-        let rerank = sp.rerank.max(sp.k);
+        let candidates = if sp.mode == ScanMode::Sketches {
+            self.rows
+        } else {
+            cands.len()
+        };
         if cands.len() > rerank {
             // Rank by (Hamming distance, id) and keep the best `rerank`.
             let mut keyed: Vec<(u32, u32)> = cands

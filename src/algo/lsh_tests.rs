@@ -351,6 +351,7 @@ fn unlimited_search_is_exact() {
             max_candidates: usize::MAX,
             max_probes: usize::MAX,
             rerank: usize::MAX,
+            mode: ScanMode::Buckets,
         };
         for q in queries.chunks_exact(dims) {
             let r = idx.search(q, &sp).unwrap();
@@ -375,6 +376,7 @@ fn search_respects_limits() {
                 max_candidates: 100,
                 max_probes: 1000,
                 rerank: 20,
+                mode: ScanMode::Buckets,
             },
         )
         .unwrap();
@@ -397,6 +399,7 @@ fn search_respects_limits() {
                 max_candidates: 1000,
                 max_probes: 3,
                 rerank: 20,
+                mode: ScanMode::Buckets,
             },
         )
         .unwrap();
@@ -428,18 +431,73 @@ fn recall_at_10_on_clustered_data() {
     p.bits = LshParams::suggested_bits(rows as u64);
     assert_eq!(p.bits, 9);
     let idx = MemIndex::build(p, &data).unwrap();
-    let sp = SearchParams::for_rows(rows as u64, 10);
-    let (mut total, mut reranked) = (0.0, 0);
-    for q in queries.chunks_exact(dims) {
-        let r = idx.search(q, &sp).unwrap();
-        total += recall(&r.neighbors, &idx.exact_search(q, 10));
-        reranked += r.reranked;
+    let auto = SearchParams::for_rows(rows as u64, 10);
+    assert_eq!(auto.mode, ScanMode::Sketches);
+    // The automatic mode at this size, and bucket probing with the automatic bucket settings.
+    let buckets = SearchParams {
+        mode: ScanMode::Buckets,
+        rerank: auto::rerank(rows as f64, ScanMode::Buckets),
+        ..auto
+    };
+    for sp in [auto, buckets] {
+        let (mut total, mut reranked) = (0.0, 0);
+        for q in queries.chunks_exact(dims) {
+            let r = idx.search(q, &sp).unwrap();
+            total += recall(&r.neighbors, &idx.exact_search(q, 10));
+            reranked += r.reranked;
+        }
+        let mean = total / 40.0;
+        println!(
+            "{:?}: recall@10 = {mean:.3} (10k x 64-d, 40 queries)",
+            sp.mode
+        );
+        assert!(mean >= 0.95, "{:?}: recall@10 = {mean}", sp.mode);
+        // Only `rerank` exact distances per query (or every candidate, when fewer), not a scan.
+        assert!(reranked <= 40 * sp.rerank, "{reranked} exact distances");
     }
-    let mean = total / 40.0;
-    println!("recall@10 = {mean:.3} (10k x 64-d, 40 queries)");
-    assert!(mean >= 0.95, "recall@10 = {mean}");
-    // Only `rerank` exact distances per query (or every candidate, when fewer), not a scan.
-    assert!(reranked <= 40 * sp.rerank, "{reranked} exact distances");
+}
+
+/// A sketch scan reranks exactly the `rerank` rows of smallest (Hamming distance, id), whatever the
+/// buckets, and is exact when `rerank` covers every row.
+#[test]
+fn sketch_scan_reranks_the_best_sketches() {
+    let dims = 16;
+    let data = random_rows(3000, dims, 51);
+    let queries = random_rows(8, dims, 52);
+    for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+        let idx = MemIndex::build(params(dims as u32, 8, 4, 128, metric), &data).unwrap();
+        for q in queries.chunks_exact(dims) {
+            let all = SearchParams {
+                k: 10,
+                max_candidates: 0,
+                max_probes: 0,
+                rerank: usize::MAX,
+                mode: ScanMode::Sketches,
+            };
+            let r = idx.search(q, &all).unwrap();
+            assert_eq!((r.candidates, r.reranked, r.probes), (3000, 3000, 0));
+            assert_eq!(r.neighbors, idx.exact_search(q, 10));
+            // With rerank 50: the exact top-10 of the 50 best by (Hamming, id).
+            let qs = idx.model().query(q).unwrap().sketch;
+            let mut keyed: Vec<(u32, u32)> = (0..3000u32)
+                .map(|id| (distance::hamming(&qs, idx.row_sketch(id)), id))
+                .collect();
+            keyed.sort_unstable();
+            let best: Vec<u32> = keyed[..50].iter().map(|k| k.1).collect();
+            let mut want: Vec<Neighbor> = best
+                .iter()
+                .map(|&id| Neighbor {
+                    id,
+                    distance: metric.distance(q, idx.row(id)),
+                })
+                .collect();
+            sort_neighbors(&mut want);
+            want.truncate(10);
+            let r = idx.search(q, &SearchParams { rerank: 50, ..all }).unwrap();
+            assert_eq!(r.reranked, 50);
+            assert_eq!(r.neighbors, want);
+        }
+    }
 }
 
 /// The full-size check (100k × 512, recommended defaults, 100 queries): run with

@@ -42,7 +42,9 @@ impl TopK {
     pub fn new(cap: usize) -> TopK {
         TopK {
             cap,
-            heap: BinaryHeap::with_capacity(cap + 1),
+            // Reserved up front only up to a modest size: `cap` may be a user setting far larger than
+            // what the stream will ever hold.
+            heap: BinaryHeap::with_capacity(cap.min(1 << 16) + 1),
         }
     }
 
@@ -75,10 +77,16 @@ impl TopK {
     /// Offers one item.
     #[inline]
     pub fn push(&mut self, key: u32, id: u32) {
+        self.push_packed((u64::from(key) << 32) | u64::from(id));
+    }
+
+    /// Offers an entry packed by the caller (any u64; smaller is better), for keys and ids that do
+    /// not fit the `key << 32 | id` form of [`Self::push`].
+    #[inline]
+    pub fn push_packed(&mut self, v: u64) {
         if self.cap == 0 {
             return;
         }
-        let v = (u64::from(key) << 32) | u64::from(id);
         if self.heap.len() < self.cap {
             self.heap.push(v);
         } else if let Some(mut top) = self.heap.peek_mut() {
@@ -86,6 +94,11 @@ impl TopK {
                 *top = v;
             }
         }
+    }
+
+    /// The kept packed entries, in no particular order.
+    pub fn into_packed(self) -> Vec<u64> {
+        self.heap.into_vec()
     }
 
     /// Offers `keys[i]` with id `base + i` for every i (the inner loop of a scan).

@@ -1,6 +1,22 @@
 //! Run-time settings (GUCs).
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use imgsim_algo::lsh::ScanMode;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+/// Values of `lsh.scan_mode`.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ScanModeSetting {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"buckets"]
+    Buckets,
+    #[name = c"sketches"]
+    Sketches,
+}
+
+/// `lsh.scan_mode`: how an index scan finds candidates; `auto` picks by index size.
+pub static LSH_SCAN_MODE: GucSetting<ScanModeSetting> =
+    GucSetting::<ScanModeSetting>::new(ScanModeSetting::Auto);
 
 /// `lsh.probes`: buckets visited per hash table before candidates are ranked (first batch); 0 = automatic.
 pub static LSH_PROBES: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -11,10 +27,12 @@ pub static LSH_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// The effective scan settings for an index with `bits` bits per table over about `rows` rows: the GUCs,
-/// or where they are 0 the automatic values of `imgsim_algo::lsh::auto` (shared with the in-memory
-/// index): probes 2^(bits-7) per table (at least 16), candidates max(8000, rows/25), rerank
-/// max(500, rows/1000).
+/// or where they are 0 (`auto`) the automatic values of `imgsim_algo::lsh::auto` (shared with the
+/// in-memory index): a sketch scan up to a million rows, else buckets; probes 2^(bits-7) per table (at
+/// least 16), candidates max(8000, rows/25); rerank 1000 for a sketch scan, max(500, rows/1000) for
+/// buckets.
 pub struct ScanSettings {
+    pub mode: ScanMode,
     pub probes_per_table: usize,
     pub max_candidates: usize,
     pub rerank: usize,
@@ -23,14 +41,28 @@ pub struct ScanSettings {
 pub fn scan_settings(bits: u32, rows: f64) -> ScanSettings {
     use imgsim_algo::lsh::auto;
     let pick = |guc: i32, auto: usize| if guc > 0 { guc as usize } else { auto.max(1) };
+    let mode = match LSH_SCAN_MODE.get() {
+        ScanModeSetting::Auto => auto::mode(rows),
+        ScanModeSetting::Buckets => ScanMode::Buckets,
+        ScanModeSetting::Sketches => ScanMode::Sketches,
+    };
     ScanSettings {
+        mode,
         probes_per_table: pick(LSH_PROBES.get(), auto::probes_per_table(bits)),
         max_candidates: pick(LSH_MAX_CANDIDATES.get(), auto::max_candidates(rows)),
-        rerank: pick(LSH_RERANK.get(), auto::rerank(rows)),
+        rerank: pick(LSH_RERANK.get(), auto::rerank(rows, mode)),
     }
 }
 
 pub fn init() {
+    GucRegistry::define_enum_guc(
+        c"lsh.scan_mode",
+        c"How an lsh index scan finds candidates: auto, buckets or sketches.",
+        c"sketches ranks every row by its sketch (one pass over one table's entries); buckets probes the hash tables (lsh.probes, lsh.max_candidates); auto uses sketches up to a million rows.",
+        &LSH_SCAN_MODE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"lsh.probes",
         c"Buckets visited per hash table by an lsh index scan (0 = automatic).",

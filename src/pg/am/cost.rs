@@ -1,9 +1,10 @@
 //! `amcostestimate`: the index is only useful for `ORDER BY emb <op> constant`; its work is a fixed number
-//! of bucket pages (lsh.probes per table) plus the reranked vector pages, all done before the first row
-//! (startup cost). Without an ORDER BY it is never chosen; on tiny tables a seq scan + sort wins by cost.
+//! of bucket pages (lsh.probes per table, or one table's chains for a sketch scan) plus the reranked
+//! vector pages, all done before the first row (startup cost). Without an ORDER BY it is never chosen; on tiny tables a seq scan + sort wins by cost.
 
 use super::{page, shape};
 use crate::pg::gucs;
+use imgsim_algo::lsh::ScanMode;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -45,11 +46,23 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         // A probe reads the whole chain of its superbucket (once per scan; later probes of the same
         // superbucket hit the scan's cache). Chains were written contiguously: sequential pages. Reranked
         // rows each visit a vector page: random reads, most of them cached after the first queries.
-        let chains_read = probes.min(layout.tables * layout.superbuckets);
         let chain_pages = (tuples / layout.superbuckets * layout.entry_bytes
             / page::raw_capacity() as f64)
             .max(1.0);
-        let bucket_pages = (chains_read * chain_pages).min(index_pages.max(1.0));
+        let (bucket_pages, candidates) = match set.mode {
+            // Every chain of one table, every row's sketch scored.
+            ScanMode::Sketches => (
+                (layout.superbuckets * chain_pages).min(index_pages.max(1.0)),
+                tuples,
+            ),
+            ScanMode::Buckets => {
+                let chains_read = probes.min(layout.tables * layout.superbuckets);
+                (
+                    (chains_read * chain_pages).min(index_pages.max(1.0)),
+                    candidates,
+                )
+            }
+        };
         let vector_pages = rerank.min(tuples);
         let pages_read = bucket_pages + vector_pages;
         let work = bucket_pages * pg_sys::seq_page_cost

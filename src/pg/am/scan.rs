@@ -1,10 +1,18 @@
-//! Index scans: `ORDER BY emb <op> query`. A batch probes buckets in query-directed multi-probe order
-//! (all tables together) until `lsh.probes` buckets per table or `lsh.max_candidates` distinct rows, ranks
-//! the candidates by sketch Hamming distance, computes exact distances for the best `lsh.rerank`, and
-//! returns them closest first with their exact distances (no recheck). When the executor asks for more
-//! (a filter rejected rows, or a large LIMIT), the next batch reranks the next-best candidates and then
-//! probes further, until every bucket was visited: filtered queries return their LIMIT when the rows exist.
-//! Rows of later batches may be closer than the last one returned before them (relaxed order).
+//! Index scans: `ORDER BY emb <op> query`. Candidates come from one of two sources (`lsh.scan_mode`,
+//! automatic by index size, `imgsim_algo::lsh::auto::mode`):
+//! - sketches: one pass over the entries of the first hash table (every row once, with its sketch) keeps
+//!   the `lsh.rerank` rows of smallest (sketch Hamming distance, address); when the executor asks for
+//!   more, later passes take the next rows after the last key taken, twice as many each time (reranked
+//!   `lsh.rerank` per batch), so every row comes back, in a few passes even under a selective filter;
+//! - buckets: a batch probes buckets in query-directed multi-probe order (all tables together) until
+//!   `lsh.probes` buckets per table or `lsh.max_candidates` distinct rows, and ranks the candidates by
+//!   sketch Hamming distance; when the executor asks for more, the next batch reranks the next-best
+//!   candidates and then probes further, until every bucket was visited.
+//!
+//! Either way exact distances are computed for the chosen candidates (vectors read page by page), which
+//! are returned closest first with their exact distances (no recheck): filtered queries return their
+//! LIMIT when the rows exist. Rows of later batches may be closer than the last one returned before them
+//! (relaxed order).
 
 use super::buffer::{Lock, Locked};
 use super::grow::SharedStructure;
@@ -14,7 +22,9 @@ use crate::pg::fmgr::error;
 use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
-use imgsim_algo::lsh::{Metric, ProbeSequence};
+use imgsim_algo::estimator::hamming_scan;
+use imgsim_algo::lsh::{Metric, ProbeSequence, ScanMode};
+use imgsim_algo::topk::TopK;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
@@ -27,6 +37,12 @@ struct ScanState {
     sketch: Vec<u64>,
     probes: Option<ProbeSequence>,
     probes_done: usize,
+    /// Sketch scan: the next pass takes keys (Hamming distance, address) above this one; None when
+    /// the scan probes buckets or the sketch scan is exhausted.
+    sketch_after: Option<u64>,
+    /// Sketch passes made: each takes twice as many rows as the one before (from `lsh.rerank`), so
+    /// that a query whose filter rejects most rows reaches the end in a few passes.
+    sketch_passes: u32,
     /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
     /// Entries held in `chains`.
@@ -50,6 +66,8 @@ impl ScanState {
             sketch: Vec::new(),
             probes: None,
             probes_done: 0,
+            sketch_after: None,
+            sketch_passes: 0,
             chains: HashMap::new(),
             chain_entries: 0,
             seen: HashSet::new(),
@@ -190,7 +208,11 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     });
     st.query = q.values().to_vec();
     st.sketch = qh.sketch.clone();
-    st.probes = Some(qh.probes());
+    if settings(index, &shape).mode == ScanMode::Sketches {
+        st.sketch_after = Some(0);
+    } else {
+        st.probes = Some(qh.probes());
+    }
     st.shape = Some(shape);
     st.done = false;
 }
@@ -307,6 +329,95 @@ fn read_chain(
     out
 }
 
+/// A sketch key: (Hamming distance, vector address) packed so that integer order is key order (a
+/// distance is at most `MAX_SKETCH_BITS` < 2^16, an address `block << 16 | offset` < 2^48). Block 0 is
+/// the meta page, so no vector's key is 0.
+fn sketch_key(ham: u32, v: VectorRef) -> u64 {
+    (u64::from(ham) << 48) | v.0
+}
+
+/// One sketch-scan pass: the `cap` smallest keys above `after` among the entries of table 0 (each row
+/// has exactly one), into `pending`. Returns the key the next pass starts after: None when this pass
+/// found nothing, or when the structure was rebuilt under it (a standby) so that no pass may follow.
+fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usize) -> Option<u64> {
+    let mut complete = true;
+    let shape = st.shape.clone().expect("scan started");
+    let words = shape.params().sketch_words();
+    let mut heads: Vec<pg_sys::BlockNumber> = shape.heads[..1usize << shape.meta.dir_bits]
+        .iter()
+        .copied()
+        .filter(|&h| h != page::INVALID_BLOCK)
+        .collect();
+    heads.sort_unstable();
+    heads.dedup();
+    let mut top = TopK::new(cap);
+    let mut codes: Vec<u64> = Vec::new();
+    let mut refs: Vec<VectorRef> = Vec::new();
+    let mut hams: Vec<u32> = Vec::new();
+    'chains: for head in heads {
+        let mut blk = head;
+        while blk != page::INVALID_BLOCK {
+            pg_sys::check_for_interrupts!();
+            let buf = Locked::read(index, blk, Lock::Share);
+            let p = buf.page();
+            if p.kind() != page::KIND_BUCKET {
+                drop(buf);
+                if structure_changed(index, shape.meta.build_id) {
+                    // A standby replayed a rebuild (see read_chain): rank what was read, and stop
+                    // after this pass.
+                    complete = false;
+                    break 'chains;
+                }
+                error(
+                    PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                    format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
+                );
+            }
+            codes.clear();
+            refs.clear();
+            for off in 1..=p.max_offset() {
+                if let Some(b) = p.item(off) {
+                    let e = BucketEntry::parse(b);
+                    if e.sketch.len() != words * 8 {
+                        error(
+                            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                            format!(
+                                "lsh index: bucket entry of {} bytes in block {blk}",
+                                b.len()
+                            ),
+                        );
+                    }
+                    codes.extend(
+                        e.sketch
+                            .chunks_exact(8)
+                            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                    );
+                    refs.push(e.vector);
+                }
+            }
+            blk = p.next();
+            drop(buf);
+            hams.resize(refs.len(), 0);
+            if !refs.is_empty() {
+                hamming_scan(&st.sketch, &codes, &mut hams);
+            }
+            for (&h, &v) in hams.iter().zip(&refs) {
+                let key = sketch_key(h, v);
+                if key > after {
+                    top.push_packed(key);
+                }
+            }
+        }
+    }
+    let keys = top.into_packed();
+    let last = keys.iter().copied().max().filter(|_| complete);
+    st.pending.extend(
+        keys.into_iter()
+            .map(|k| ((k >> 48) as u32, VectorRef(k & ((1 << 48) - 1)))),
+    );
+    last
+}
+
 /// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
 fn structure_changed(index: pg_sys::Relation, build_id: u64) -> bool {
     shape::read_meta(index).build_id != build_id
@@ -336,11 +447,24 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
     let mut values = Vec::with_capacity(shape.dims());
     loop {
         if st.pending.is_empty() {
-            if st.probes.is_none() {
+            if let Some(after) = st.sketch_after {
+                // At most what the scan's memory budget holds (a hostile lsh.rerank).
+                let cap = rerank
+                    .saturating_mul(1 << st.sketch_passes.min(20))
+                    .min(scan_memory_budget() / CANDIDATE_BYTES)
+                    .max(1);
+                st.sketch_passes += 1;
+                st.sketch_after = sketch_pass(index, st, after, cap);
+                if st.pending.is_empty() {
+                    st.sketch_after = None;
+                    return false;
+                }
+            } else if st.probes.is_none() {
                 return false;
+            } else {
+                probe(index, st, probes, max_candidates);
+                continue;
             }
-            probe(index, st, probes, max_candidates);
-            continue;
         }
         // The best `take` by (Hamming distance, address) move to the end, without sorting the rest.
         let n = st.pending.len();
@@ -381,18 +505,19 @@ pub unsafe extern "C-unwind" fn amgettuple(
         let need_batch = !st.started || (st.results.is_empty() && !st.done && !st.null_query);
         let _shared = need_batch.then(|| SharedStructure::lock((*scan).indexRelation));
         if need_batch
-            && st.probes.is_some()
+            && (st.probes.is_some() || st.sketch_after.is_some())
             && st
                 .shape
                 .as_ref()
                 .is_some_and(|sh| structure_changed((*scan).indexRelation, sh.meta.build_id))
         {
             st.probes = None;
+            st.sketch_after = None;
         }
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
             start(scan, st);
-            if !st.done && !st.null_query {
+            if !st.done && !st.null_query && st.probes.is_some() {
                 let shape = st.shape.clone().expect("scan started");
                 let set = settings((*scan).indexRelation, &shape);
                 let probes = set.probes_per_table * shape.params().tables as usize;

@@ -68,6 +68,30 @@ SET lsh.rerank = 10;
 RESET ALL;
 SET search_path = lsh_test, public;
 SET lsh.prboes = 3;
+-- scan modes: automatic (a sketch scan at this size), sketches, buckets; both reach the recall
+SHOW lsh.scan_mode;
+SET lsh.scan_mode = sketches;
+SELECT recall_at_10('<->') >= 0.95 AS sketch_recall_ok;
+SET lsh.scan_mode = buckets;
+SELECT recall_at_10('<->') >= 0.95 AS bucket_recall_ok;
+SET lsh.probes = 1;
+SET lsh.rerank = 10;
+SELECT recall_at_10('<->') < 0.95 AS buckets_less_work_lower_recall;
+RESET lsh.probes;
+SET lsh.scan_mode = everything;
+-- a sketch scan in small batches (7 rows per pass) returns every row exactly once, in batches of
+-- increasing sketch distance, and a filtered query gets its LIMIT
+SET lsh.scan_mode = sketches;
+SET lsh.rerank = 7;
+SET enable_seqscan = off;
+SELECT count(*) AS rows_returned, count(DISTINCT id) AS distinct_rows FROM (
+  SELECT id FROM items WHERE id <= 300 OR id % 1000 = 0 ORDER BY v <-> (SELECT v FROM queries WHERE q = 3)) s;
+SELECT count(*) FROM (SELECT id FROM items WHERE id % 1000 = 7 ORDER BY v <-> (SELECT v FROM queries WHERE q = 2) LIMIT 40) s;
+SET lsh.rerank = 100000;
+SELECT array_agg(id) = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY v <-> (SELECT v FROM queries WHERE q = 4), id LIMIT 10) e)
+  AS rerank_all_is_exact FROM (SELECT id FROM items ORDER BY v <-> (SELECT v FROM queries WHERE q = 4) LIMIT 10) s;
+RESET ALL;
+SET search_path = lsh_test, public;
 
 -- options
 CREATE INDEX items_opts ON items USING lsh (v) WITH (bits = 10, tables = 4, sketch_bits = 128, seed = 7);

@@ -132,7 +132,8 @@ SELECT layout_rows < 10000 AS layout_kept FROM lsh_index_info('gm_v');
 SELECT count(*) AS problems FROM lsh_index_check('gm_v');
 RESET maintenance_work_mem;
 -- A scan holds its candidates within work_mem × hash_mem_multiplier: past that it stops probing (NOTICE)
--- and returns what it found.
+-- and returns what it found. (A sketch scan holds at most lsh.rerank candidates, also within the budget.)
+SET lsh.scan_mode = buckets;
 SET work_mem = '64kB';
 SET hash_mem_multiplier = 1;
 SET lsh.max_candidates = 1000000;
@@ -146,5 +147,6 @@ RESET hash_mem_multiplier;
 SELECT count(*) AS top10_default_memory FROM (SELECT id FROM g ORDER BY v <-> clustered(7) LIMIT 10) s;
 RESET lsh.max_candidates;
 RESET lsh.probes;
+RESET lsh.scan_mode;
 RESET enable_seqscan;
 DROP TABLE gm;
