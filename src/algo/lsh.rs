@@ -198,6 +198,17 @@ impl LshParams {
         self.dims + u32::from(self.augmented())
     }
 
+    /// Suggested `tables` for `rows` rows: 1 while a scan ranks every row by sketch
+    /// ([`auto::SKETCH_SCAN_MAX_ROWS`], where more tables would only be written, never read), else
+    /// [`Self::DEFAULT_TABLES`] for bucket probing.
+    pub fn suggested_tables(rows: u64) -> u32 {
+        if rows as f64 <= auto::SKETCH_SCAN_MAX_ROWS {
+            1
+        } else {
+            Self::DEFAULT_TABLES
+        }
+    }
+
     /// Suggested `bits` for `rows` rows: `round(log2(rows / 25))` clamped to 6 ..= 16, i.e. about
     /// 25 rows per bucket on average (uniform data; clustered data has far fuller popular buckets).
     pub fn suggested_bits(rows: u64) -> u32 {
@@ -1022,9 +1033,11 @@ pub mod auto {
     /// on hard data (GloVe 400k × 50: benches/results/lsh_vs_pgvector_glove.txt).
     pub const SKETCH_SCAN_MAX_ROWS: f64 = 1_000_000.0;
 
-    /// The scan mode for about `rows` rows.
-    pub fn mode(rows: f64) -> ScanMode {
-        if rows <= SKETCH_SCAN_MAX_ROWS {
+    /// The scan mode for about `rows` rows in an index of `tables` tables: one table's buckets alone
+    /// cannot find enough neighbours, so such an index (built small, grown past the limit but not yet
+    /// rebuilt) is scanned by sketch at any size.
+    pub fn mode(rows: f64, tables: u32) -> ScanMode {
+        if rows <= SKETCH_SCAN_MAX_ROWS || tables <= 1 {
             ScanMode::Sketches
         } else {
             ScanMode::Buckets
@@ -1054,7 +1067,7 @@ impl SearchParams {
     /// The server's automatic settings for an index of `bits` bits per table and `tables` tables over
     /// about `rows` rows ([`auto`]): probes of all tables, candidates, rerank (at least `k`).
     pub fn auto(bits: u32, tables: u32, rows: u64, k: usize) -> SearchParams {
-        let mode = auto::mode(rows as f64);
+        let mode = auto::mode(rows as f64, tables);
         SearchParams {
             k,
             max_candidates: auto::max_candidates(rows as f64),
@@ -1070,11 +1083,11 @@ impl SearchParams {
     }
 
     /// The server's automatic settings for an index of `rows` rows created without options
-    /// ([`LshParams::suggested_bits`]`(rows)` bits, [`LshParams::DEFAULT_TABLES`] tables).
+    /// ([`LshParams::suggested_bits`]`(rows)` bits, [`LshParams::suggested_tables`]`(rows)` tables).
     pub fn for_rows(rows: u64, k: usize) -> SearchParams {
         Self::auto(
             LshParams::suggested_bits(rows),
-            LshParams::DEFAULT_TABLES,
+            LshParams::suggested_tables(rows),
             rows,
             k,
         )

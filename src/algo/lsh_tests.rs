@@ -433,11 +433,13 @@ fn recall_at_10_on_clustered_data() {
     let idx = MemIndex::build(p, &data).unwrap();
     let auto = SearchParams::for_rows(rows as u64, 10);
     assert_eq!(auto.mode, ScanMode::Sketches);
-    // The automatic mode at this size, and bucket probing with the automatic bucket settings.
+    // The automatic mode at this size, and bucket probing of this 8-table index with the automatic
+    // bucket settings.
+    let buckets = SearchParams::auto(p.bits, p.tables, rows as u64, 10);
     let buckets = SearchParams {
         mode: ScanMode::Buckets,
         rerank: auto::rerank(rows as f64, ScanMode::Buckets),
-        ..auto
+        ..buckets
     };
     for sp in [auto, buckets] {
         let (mut total, mut reranked) = (0.0, 0);

@@ -38,11 +38,11 @@ pub struct ScanSettings {
     pub rerank: usize,
 }
 
-pub fn scan_settings(bits: u32, rows: f64) -> ScanSettings {
+pub fn scan_settings(bits: u32, tables: u32, rows: f64) -> ScanSettings {
     use imgsim_algo::lsh::auto;
     let pick = |guc: i32, auto: usize| if guc > 0 { guc as usize } else { auto.max(1) };
     let mode = match LSH_SCAN_MODE.get() {
-        ScanModeSetting::Auto => auto::mode(rows),
+        ScanModeSetting::Auto => auto::mode(rows, tables),
         ScanModeSetting::Buckets => ScanMode::Buckets,
         ScanModeSetting::Sketches => ScanMode::Sketches,
     };

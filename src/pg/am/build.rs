@@ -150,7 +150,7 @@ impl BuildState {
         if rows.is_multiple_of(1 << 16) {
             check_structure_memory(
                 rows,
-                &options::params(self.index, self.dims, self.metric, 1),
+                &options::params(self.index, self.dims, self.metric, rows as u64),
             );
         }
     }
@@ -364,12 +364,7 @@ pub unsafe extern "C-unwind" fn ambuild(
             .mean
             .take()
             .unwrap_or_else(|| MeanAccumulator::new(st.dims, metric));
-        let mut params = options::params(
-            index,
-            st.dims,
-            metric,
-            LshParams::suggested_bits(rows as u64),
-        );
+        let mut params = options::params(index, st.dims, metric, rows as u64);
         // 0 (no augmentation) for l2 and cosine.
         params.max_norm = acc.augment_norm();
         let mean = acc.finish();

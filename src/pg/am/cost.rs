@@ -39,7 +39,11 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         let index_pages = (*info).pages as f64;
         let tuples = (*info).tuples.max(1.0);
         let layout = stored_layout((*info).indexoid, tuples);
-        let set = gucs::scan_settings(layout.bits, tuples.max(layout.built_rows));
+        let set = gucs::scan_settings(
+            layout.bits,
+            layout.tables as u32,
+            tuples.max(layout.built_rows),
+        );
         let probes = set.probes_per_table as f64 * layout.tables;
         let rerank = set.rerank as f64;
         let candidates = (set.max_candidates as f64).min(tuples);
@@ -104,7 +108,10 @@ fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
         }
         None => Layout {
             bits: imgsim_algo::lsh::LshParams::suggested_bits(tuples as u64),
-            tables: crate::pg::am::options::of_oid(indexoid) as f64,
+            tables: match crate::pg::am::options::of_oid(indexoid) {
+                0 => imgsim_algo::lsh::LshParams::suggested_tables(tuples as u64),
+                t => t as u32,
+            } as f64,
             superbuckets: 1.0,
             entry_bytes: 48.0,
             built_rows: 0.0,

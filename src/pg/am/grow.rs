@@ -243,7 +243,7 @@ fn rebuild(index: pg_sys::Relation, old: &Shape) {
         index,
         params.dims as usize,
         params.metric,
-        LshParams::suggested_bits(vrefs.len() as u64),
+        vrefs.len() as u64,
     );
     // Inner product: M from the stored rows (replacing a first insert's guess; a legacy normalised ip
     // index becomes norm-augmented). 0 for l2 and cosine.

@@ -10,7 +10,7 @@ use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape::{self, Shape};
 use super::xlog::PageWrite;
 use crate::pg::types::embedding::EmbeddingRef;
-use imgsim_algo::lsh::{LshParams, Metric};
+use imgsim_algo::lsh::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -109,9 +109,9 @@ fn initialise(index: pg_sys::Relation, first: &[f32]) -> Rc<Shape> {
     if meta.dims == 0 {
         check_index_dims(dims);
         let metric = super::index_metric(index);
-        // Built empty: no rows to size the buckets by, so the 100k-row recommendation.
-        let auto_bits = LshParams::recommended(dims as u32, metric).bits;
-        let mut params = options::params(index, dims, metric, auto_bits);
+        // Built empty: no rows to size the buckets by, so the 100k-row recommendation (grow.rs
+        // chooses again as the index grows).
+        let mut params = options::params(index, dims, metric, 100_000);
         if metric == Metric::InnerProduct {
             params.max_norm = first_row_max_norm(first);
         }

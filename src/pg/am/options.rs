@@ -17,7 +17,6 @@ pub struct LshOptions {
     pub seed: i32,
 }
 
-pub const DEFAULT_TABLES: i32 = LshParams::DEFAULT_TABLES as i32;
 pub const DEFAULT_SKETCH_BITS: i32 = LshParams::DEFAULT_SKETCH_BITS as i32;
 /// The fixed default seed: a dump/restore or REINDEX regenerates the same planes.
 pub const DEFAULT_SEED: i32 = LshParams::DEFAULT_SEED as i32;
@@ -44,9 +43,10 @@ pub fn init() {
         pg_sys::add_int_reloption(
             kind,
             c"tables".as_ptr(),
-            c"Number of hash tables".as_ptr(),
-            DEFAULT_TABLES,
-            1,
+            c"Number of hash tables; 0 chooses from the row count (1 up to a million rows, 8 above)"
+                .as_ptr(),
+            0,
+            0,
             64,
             lock,
         );
@@ -116,7 +116,7 @@ pub fn of(index: pg_sys::Relation) -> (i32, i32, i32, i32) {
     unsafe {
         let o = (*index).rd_options as *const LshOptions;
         if o.is_null() {
-            (0, DEFAULT_TABLES, DEFAULT_SKETCH_BITS, DEFAULT_SEED)
+            (0, 0, DEFAULT_SKETCH_BITS, DEFAULT_SEED)
         } else {
             ((*o).bits, (*o).tables, (*o).sketch_bits, (*o).seed)
         }
@@ -134,20 +134,30 @@ pub fn of_oid(oid: pg_sys::Oid) -> i32 {
     }
 }
 
-/// The LSH parameters of `index` for `dims`-dimensional vectors: its options, with `auto_bits` when
-/// `bits` was left at 0 (automatic), and no norm augmentation (`max_norm` 0: an inner-product build or
-/// first insert sets it from the data).
+/// The LSH parameters of `index` for `dims`-dimensional vectors over about `rows` rows: its options,
+/// with `bits` and `tables` chosen from `rows` where they were left at 0 (automatic,
+/// `LshParams::suggested_bits` and `suggested_tables`), and no norm augmentation (`max_norm` 0: an
+/// inner-product build or first insert sets it from the data).
 pub fn params(
     index: pg_sys::Relation,
     dims: usize,
     metric: imgsim_algo::lsh::Metric,
-    auto_bits: u32,
+    rows: u64,
 ) -> imgsim_algo::lsh::LshParams {
+    use imgsim_algo::lsh::LshParams;
     let (bits, tables, sketch_bits, seed) = of(index);
-    imgsim_algo::lsh::LshParams {
+    LshParams {
         dims: dims as u32,
-        bits: if bits > 0 { bits as u32 } else { auto_bits },
-        tables: tables as u32,
+        bits: if bits > 0 {
+            bits as u32
+        } else {
+            LshParams::suggested_bits(rows)
+        },
+        tables: if tables > 0 {
+            tables as u32
+        } else {
+            LshParams::suggested_tables(rows)
+        },
         sketch_bits: sketch_bits as u32,
         seed: seed as u64,
         metric,

@@ -429,6 +429,7 @@ fn settings(index: pg_sys::Relation, shape: &Shape) -> gucs::ScanSettings {
     let reltuples = unsafe { (*(*index).rd_rel).reltuples } as f64;
     gucs::scan_settings(
         shape.params().bits,
+        shape.params().tables,
         reltuples.max(shape.meta.built_rows as f64),
     )
 }

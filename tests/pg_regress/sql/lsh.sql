@@ -99,7 +99,7 @@ SELECT reloptions FROM pg_class WHERE relname = 'items_opts';
 SELECT count(*) FROM lsh_index_check('items_opts');
 DROP INDEX items_opts;
 CREATE INDEX bad ON items USING lsh (v) WITH (sketch_bits = 100);
-CREATE INDEX bad ON items USING lsh (v) WITH (tables = 0);
+CREATE INDEX bad ON items USING lsh (v) WITH (tables = 65);
 CREATE INDEX bad ON items USING lsh (v) WITH (bits = 99);
 CREATE INDEX bad ON items USING lsh (v) WITH (colour = 1);
 CREATE INDEX bad ON items USING lsh (id);

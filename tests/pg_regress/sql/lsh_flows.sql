@@ -118,7 +118,7 @@ SELECT count(*) AS problems FROM lsh_index_check('g_v');
 -- the sketch, sort order, address): beyond maintenance_work_mem it refuses with 54000 and says what to set.
 SET maintenance_work_mem = '1MB';
 \set VERBOSITY default
-CREATE INDEX g_v_small ON g USING lsh (v);
+CREATE INDEX g_v_small ON g USING lsh (v) WITH (tables = 8);
 \set VERBOSITY terse
 -- An insert that would rebuild a grown index's layout (grow.rs) keeps the layout instead (NOTICE once per
 -- backend and layout); the insert itself succeeds.
