@@ -375,7 +375,9 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
             }
             codes.clear();
             refs.clear();
-            for off in 1..=p.max_offset() {
+            // Highest offset first: items are placed downwards from the page's end, so this reads the
+            // page in ascending addresses (what the hardware prefetcher follows).
+            for off in (1..=p.max_offset()).rev() {
                 if let Some(b) = p.item(off) {
                     let e = BucketEntry::parse(b);
                     if e.sketch.len() != words * 8 {
