@@ -7,6 +7,9 @@
 # does for the tests) the same single-row inserts into a pgvector hnsw index (m 16, ef_construction 64)
 # on the same rows, for the insert rate side by side.
 #   bash benches/lsh_grow.sh [--rows N] [--dims D] [--queries Q]   (defaults 100000, 128, 200)
+#   bash benches/lsh_grow.sh --npy BASE.npy --query-npy QUERIES.npy [--rows N] [--queries Q]
+#     real vectors instead (e.g. .cache/data/images/{base,queries}.npy from scripts/make_image_set.py):
+#     the first N rows of BASE (default all) and the first Q of QUERIES; dims from the file.
 # Data: 100 clusters of 9 sub-clusters each, and groups of 10 rows inside them (centre + 0.3 x sub-centre
 # offset + 0.1 x a group offset + uniform noise of width 0.04),
 # generated once in SQL with a fixed seed; the query vectors are held-out points of the same distribution.
@@ -15,21 +18,51 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-rows=100000 dims=128 queries=200
+rows=100000 dims=128 queries=200 npy='' qnpy='' rows_set=''
 while [ $# -gt 0 ]; do
   case $1 in
-    --rows) rows=$2; shift 2 ;;
+    --rows) rows=$2; rows_set=1; shift 2 ;;
     --dims) dims=$2; shift 2 ;;
     --queries) queries=$2; shift 2 ;;
+    --npy) npy=$(realpath "$2"); shift 2 ;;
+    --query-npy) qnpy=$(realpath "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 . "$root/tests/sh/cluster.sh"
 cluster_base
+if [ -n "$npy" ]; then
+  [ -n "$qnpy" ] || { echo "--npy needs --query-npy" >&2; exit 2; }
+  py="$root/.cache/venv/bin/python"; [ -x "$py" ] || py=python3
+  # One COPY file: ids 1..N for the base rows, N+1.. for the queries, as real[] literals.
+  read -r rows dims queries < <("$py" - "$npy" "$qnpy" "${rows_set:+$rows}" "$queries" "$CLUSTER_BASE/src.copy" <<'PY'
+import sys
+import numpy as np
+base, qs, n, nq, out = sys.argv[1:6]
+x = np.load(base, mmap_mode="r")
+x = x[: int(n)] if n else x
+q = np.load(qs, mmap_mode="r")[: int(nq)]
+with open(out, "w") as f:
+    for i, row in enumerate(np.concatenate([np.asarray(x), np.asarray(q)]).astype(np.float32)):
+        f.write(f"{i + 1}\t{{{','.join(repr(float(v)) for v in row)}}}\n")
+print(x.shape[0], x.shape[1], q.shape[0])
+PY
+)
+  chmod 644 "$CLUSTER_BASE/src.copy"
+fi
 chunk=$((rows / 10))
 
-# data NODE: the source rows and the queries (same seed on every server).
+# data NODE: the source rows and the queries (same seed on every server), or the --npy rows.
 data() {
+  if [ -n "$npy" ]; then
+    cq "$1" >/dev/null <<SQL
+CREATE TABLE src (id int, x real[]);
+COPY src FROM '$CLUSTER_BASE/src.copy';
+CREATE UNIQUE INDEX ON src (id);
+CREATE SEQUENCE seq;
+SQL
+    return
+  fi
   cq "$1" >/dev/null <<SQL
 SELECT setseed(0.31);
 CREATE TABLE centre AS SELECT c, ARRAY(SELECT random() * 2 - 1 FROM generate_series(1, $dims)) AS x
@@ -79,7 +112,7 @@ SELECT bench_quality();
 SQL
 }
 
-printf 'lsh_grow: %s rows x %s dims, %s queries, PostgreSQL %s (%s)\n' "$rows" "$dims" "$queries" "${PG_MAJOR:-15}" "$(uname -n)"
+printf 'lsh_grow: %s rows x %s dims%s, %s queries, PostgreSQL %s (%s)\n' "$rows" "$dims" "${npy:+ from $npy}" "$queries" "${PG_MAJOR:-15}" "$(uname -n)"
 cluster_init l "shared_buffers = 512MB" "max_wal_size = 4GB" "synchronous_commit = off" || exit 1
 cluster_start l || exit 1
 data l

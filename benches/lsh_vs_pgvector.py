@@ -42,6 +42,11 @@ exact scans too; ground truth by exact cosine in numpy (float64), cached in .cac
 table (399,800 rows left; --rows N keeps only the first N of them). Results go to
 target/bench/results_glove.json (results_glove_{N}.json with --rows) and recall_qps[_cpu]_glove.png.
 
+Real image embeddings (--dataset images): scripts/make_image_set.py's set in .cache/data/images/ (base.npy,
+queries.npy: 1280-d EfficientNet-Lite0 embeddings of crops of real photos from Debian packages, computed with
+the project's own preprocessing; queries are crops of held-out photos), cosine as for glove; results in
+target/bench/results_images.json and recall_qps[_cpu]_images.png.
+
 Usage (as root; the servers run as the `postgres` user; use the .sh wrapper for nice + venv):
   benches/lsh_vs_pgvector.sh                       # 100k rows, everything (about 10 min on 2 busy cores)
   benches/lsh_vs_pgvector.sh --rows 1000000        # 1M rows (about an hour; hnsw build dominates)
@@ -106,6 +111,7 @@ OP = "<->"  # distance operator of every query
 OPCLASS = {"embedding": "embedding_l2_ops", "vector": "vector_l2_ops"}
 GLOVE_NPY = os.path.join(ROOT, ".cache", "data", "glove", "glove_6B_50d_emb.npy")
 GLOVE_SEED = 20261130  # which rows are held out as queries
+IMAGES_DIR = os.path.join(ROOT, ".cache", "data", "images")  # scripts/make_image_set.py
 
 
 def log(msg):
@@ -173,9 +179,23 @@ def glove_data(nq, rows=None):
     return np.ascontiguousarray(x), np.ascontiguousarray(allx[qi])
 
 
+def images_data(nq, rows=None):
+    """Real image embeddings (scripts/make_image_set.py: EfficientNet-Lite0 through the project's own
+    preprocessing, 1280-d, crops of real photos from Debian packages): (table rows, queries). The queries
+    are crops of held-out source photos (none of their crops is in the table); the first nq are used."""
+    base, queries = os.path.join(IMAGES_DIR, "base.npy"), os.path.join(IMAGES_DIR, "queries.npy")
+    if not (os.path.exists(base) and os.path.exists(queries)):
+        sys.exit(f"{base} / {queries} missing: run scripts/make_image_set.py")
+    x = np.load(base, mmap_mode="r")
+    if rows:
+        x = x[:rows]
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(np.load(queries)[:nq], dtype=np.float32)
+
+
 def ground_truth_cosine(x, q, tag):
     """ids (1-based) of the exact top-10 by cosine distance, all in float64 (ties by id)."""
-    path = os.path.join(CACHE, f"gt_glove_{tag}_s{GLOVE_SEED}.npy")
+    seed = f"_s{GLOVE_SEED}" if DATASET == "glove" else ""
+    path = os.path.join(CACHE, f"gt_{DATASET}_{tag}{seed}.npy")
     if os.path.exists(path):
         gt = np.load(path)
         if gt.shape == (q.shape[0], K):
@@ -203,7 +223,7 @@ def ground_truth_cosine(x, q, tag):
 
 def ground_truth(x, q, tag):
     """ids (1-based) of the exact top-10 by L2: float32 matmul shortlist, float64 rerank."""
-    if DATASET == "glove":
+    if DATASET != "synthetic":
         return ground_truth_cosine(x, q, tag)
     path = os.path.join(CACHE, f"gt_{tag}{TAG}.npy")
     if os.path.exists(path):
@@ -521,7 +541,7 @@ def bench_lshash(x, q, args, gt_full):
     n = x.shape[0]
     m = min(n, args.lshash_max_rows)
     note = "" if m == n else f"first {m} of {n} rows (memory/time cap --lshash-max-rows)"
-    sub = f"{n}_first{m}_{q.shape[0]}" if DATASET == "glove" else f"v{GEN['version']}_{n}_first{m}_{q.shape[0]}"
+    sub = f"{n}_first{m}_{q.shape[0]}" if DATASET != "synthetic" else f"v{GEN['version']}_{n}_first{m}_{q.shape[0]}"
     gt = gt_full if m == n else ground_truth(x[:m], q, sub)
     np.random.seed(GEN["seed"])  # lshash draws its planes with np.random.randn
     lsh = LSHash(hash_size=10, input_dim=DIMS, num_hashtables=5)
@@ -538,7 +558,7 @@ def bench_lshash(x, q, args, gt_full):
     for j in range(q.shape[0]):
         t = time.perf_counter()
         hits = lsh.query(q[j].astype(np.float64), num_results=K,
-                         distance_func="cosine" if DATASET == "glove" else "euclidean")
+                         distance_func="cosine" if DATASET != "synthetic" else "euclidean")
         times.append(time.perf_counter() - t)
         res.append([h[0][1] for h in hits])
         if time.perf_counter() - t_all > args.lshash_budget_s and j >= 4:
@@ -566,9 +586,10 @@ def parse_list(s, typ=int):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["synthetic", "glove"], default="synthetic",
+    ap.add_argument("--dataset", choices=["synthetic", "glove", "images"], default="synthetic",
                     help="synthetic: the clustered 512-d generator, L2 (default); glove: GloVe 6B 50-d word "
-                         "vectors (scripts/get_glove.sh), cosine, --queries rows held out as queries")
+                         "vectors (scripts/get_glove.sh), cosine, --queries rows held out as queries; images: real "
+                         "image embeddings (scripts/make_image_set.py), 1280-d, cosine")
     ap.add_argument("--rows", type=int, default=None,
                     help="synthetic: rows to generate (default 100000); glove: keep only the first N rows")
     ap.add_argument("--queries", type=int, default=200)
@@ -608,8 +629,8 @@ def main():
     args = ap.parse_args()
     global TAG, DATASET, DIMS, OP, OPCLASS
     DATASET = args.dataset
-    if DATASET == "glove":
-        DIMS, OP = 50, "<=>"
+    if DATASET != "synthetic":
+        DIMS, OP = (50 if DATASET == "glove" else 1280), "<=>"
         OPCLASS = {"embedding": "embedding_cosine_ops", "vector": "vector_cosine_ops"}
     elif args.rows is None:
         args.rows = 100_000
@@ -629,6 +650,15 @@ def main():
         gt = ground_truth(x, q, f"{n}_{nq}")
         fingerprint = json.dumps({"dataset": "glove", "rows": n, "queries": nq, "seed": GLOVE_SEED,
                                   "storage": args.storage}, sort_keys=True)
+    elif DATASET == "images":
+        x, q = images_data(args.queries, args.rows)
+        n, nq = x.shape[0], q.shape[0]
+        args.queries = nq
+        gt = ground_truth(x, q, f"{n}_{nq}")
+        with open(os.path.join(IMAGES_DIR, "meta.json")) as f:
+            src = json.load(f)
+        fingerprint = json.dumps({"dataset": "images", "rows": n, "queries": nq, "storage": args.storage,
+                                  "made": str(src.get("created", src.get("seed", "")))}, sort_keys=True)
     else:
         n, nq = args.rows, args.queries
         x = gen_data(n)
@@ -642,7 +672,7 @@ def main():
                 "checkpoint_timeout": "30min", "work_mem": "64MB"}
     if args.storage:
         TAG += f"_s{args.storage}"
-    name = f"{n}{TAG}" if DATASET != "glove" else "glove" + (f"_{n}" if args.rows else "") + TAG
+    name = f"{n}{TAG}" if DATASET == "synthetic" else DATASET + (f"_{n}" if args.rows else "") + TAG
     results_path = os.path.join(args.out, f"results_{name}.json")
     previous = []
     if os.path.exists(results_path):
@@ -765,6 +795,11 @@ def main():
         doc["generator"] = {"dataset": "glove", "source": os.path.relpath(GLOVE_NPY, ROOT),
                             "held_out_queries": nq, "query_seed": GLOVE_SEED}
         doc["dataset"], doc["metric"], doc["data_desc"] = "glove", "cosine", "GloVe 6B word vectors, cosine"
+    if DATASET == "images":
+        doc["generator"] = {"dataset": "images", "source": os.path.relpath(IMAGES_DIR, ROOT),
+                            "made_by": "scripts/make_image_set.py", "queries": nq}
+        doc["dataset"], doc["metric"], doc["data_desc"] = ("images", "cosine",
+                                                           "real image embeddings (EfficientNet-Lite0, 1280-d), cosine")
     doc["summary"] = summarize(rows, exact)
     so = doc["pg_imgsim_so"]
     if so.get("debug_info"):
