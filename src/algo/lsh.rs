@@ -198,6 +198,19 @@ impl LshParams {
         self.dims + u32::from(self.augmented())
     }
 
+    /// Suggested `sketch_bits` for `dims`-dimensional rows: 512 from 256 dimensions up, else 256.
+    /// A sketch scan costs the sketch bytes of every row, the rerank the vector bytes of each
+    /// reranked row: with large vectors a longer sketch pays for itself in fewer reranks (1280-d
+    /// image embeddings at the automatic rerank: recall@10 0.960 → 0.987 at the same speed; GloVe
+    /// 50-d: 0.971 → 0.999 at half the speed).
+    pub fn suggested_sketch_bits(dims: u32) -> u32 {
+        if dims >= 256 {
+            512
+        } else {
+            Self::DEFAULT_SKETCH_BITS
+        }
+    }
+
     /// Suggested `tables` for `rows` rows: 1 while a scan ranks every row by sketch
     /// ([`auto::SKETCH_SCAN_MAX_ROWS`], where more tables would only be written, never read), else
     /// [`Self::DEFAULT_TABLES`] for bucket probing.

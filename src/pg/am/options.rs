@@ -17,7 +17,6 @@ pub struct LshOptions {
     pub seed: i32,
 }
 
-pub const DEFAULT_SKETCH_BITS: i32 = LshParams::DEFAULT_SKETCH_BITS as i32;
 /// The fixed default seed: a dump/restore or REINDEX regenerates the same planes.
 pub const DEFAULT_SEED: i32 = LshParams::DEFAULT_SEED as i32;
 
@@ -53,9 +52,9 @@ pub fn init() {
         pg_sys::add_int_reloption(
             kind,
             c"sketch_bits".as_ptr(),
-            c"Bits of the per-row sign sketch used to rank candidates (multiple of 64)".as_ptr(),
-            DEFAULT_SKETCH_BITS,
-            64,
+            c"Bits of the per-row sign sketch used to rank candidates (multiple of 64); 0 chooses from the dimensions (512 from 256 dimensions up, else 256)".as_ptr(),
+            0,
+            0,
             2048,
             lock,
         );
@@ -116,7 +115,7 @@ pub fn of(index: pg_sys::Relation) -> (i32, i32, i32, i32) {
     unsafe {
         let o = (*index).rd_options as *const LshOptions;
         if o.is_null() {
-            (0, 0, DEFAULT_SKETCH_BITS, DEFAULT_SEED)
+            (0, 0, 0, DEFAULT_SEED)
         } else {
             ((*o).bits, (*o).tables, (*o).sketch_bits, (*o).seed)
         }
@@ -158,7 +157,11 @@ pub fn params(
         } else {
             LshParams::suggested_tables(rows)
         },
-        sketch_bits: sketch_bits as u32,
+        sketch_bits: if sketch_bits > 0 {
+            sketch_bits as u32
+        } else {
+            LshParams::suggested_sketch_bits(dims as u32)
+        },
         seed: seed as u64,
         metric,
         max_norm: 0.0,

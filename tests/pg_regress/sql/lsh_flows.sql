@@ -22,6 +22,8 @@ BEGIN
 END $$;
 SELECT d, (SELECT count(*) FROM lsh_index_check(format('odd_%s_v', d)::regclass)) AS problems
   FROM unnest(ARRAY[1, 3, 9, 153, 1999]) d;
+-- automatic options: one table up to a million rows; a 512-bit sketch from 256 dimensions up
+SELECT d, i.tables, i.sketch_bits FROM unnest(ARRAY[153, 1999]) d, lsh_index_info(format('odd_%s_v', d)::regclass) i;
 SET enable_seqscan = off;
 SELECT count(*) AS rows_finding_themselves FROM odd_9 o
   WHERE (SELECT id FROM odd_9 ORDER BY v <-> o.v LIMIT 1) = o.id;
