@@ -7,7 +7,8 @@ a whole image by scripts/reference_embed.py (decode_rgb -> resize_crop -> to_ten
 onnxruntime), so any row can be reproduced by saving the crop as PNG and running the
 reference pipeline on it.
 
-Command (about 45 min of 2-core CPU; re-running skips finished shards and finished outputs):
+Command (about 20 min on 2 cores at 85-150 rows/s under nice 19 beside a compile; a re-run
+skips finished shards):
 
   nice -n 19 .cache/venv/bin/python scripts/make_image_set.py \\
       --out .cache/data/images --rows 100000 --seed 20261130
@@ -26,13 +27,16 @@ Each source is decoded with reference_embed.decode_rgb (EXIF, alpha on white, RG
 Crops per source: scales 1.0, 0.8, 0.65, 0.5, 0.4, 0.3 of the photo's width and height
 (aspect kept); at scale s a g x g grid of positions with g = floor((1 - s) / 0.08) + 1
 (1, 3, 5, 7, 8, 9), each plain and horizontally flipped: 458 candidates. Scale 1.0 is the
-photo itself.
+photo itself. Flat crops are dropped: those whose visible part (the centred square the network
+sees) has a grey-level std below --min-std (2.0 on 0..255), i.e. blank white backgrounds of
+object photos or empty sky, which would otherwise form a cluster of near-identical vectors
+(cosine > 0.95 to a plain white image).
 
 Split: --holdout-frac (2.5 %) of the sources, drawn at random with --seed, are held out. The
 base set holds only the other sources: per source the photo itself (plain and flipped) plus a
 seeded random sample of its other candidates, K = ceil(rows / sources) per source. Queries
-are --queries (300) crops drawn at random (seed) among all candidates of the held-out
-sources, so a query's neighbours are other photos' crops, never its own near-duplicates.
+are --queries (300) crops drawn at random (seed, kept in draw order) among all candidates of
+the held-out sources, so a query's neighbours are other photos' crops, never its own near-duplicates.
 Base rows are shuffled (seed) at the end; base_rows.npy tells each row's crop.
 
 Outputs in --out:
@@ -41,7 +45,12 @@ Outputs in --out:
                   normalised source PNG); queries_rows.npy the same for the queries
   meta.json       sources (id, package, class, original path/size, normalised path/size,
                   held out, rows), counts, seed, parameters, command, timings, sanity figures
-  progress.log    rows done, rate, ETA;   shards/  10k-row checkpoints (kept for re-runs)
+  progress.log    rows done, rate, ETA
+  shards/         checkpoints named by a hash of the plan: <base key>_base_NNN.npy (10k rows, in
+                  source order), <query key>_queries.npy; a re-run embeds only missing shards,
+                  and when the plan changed (other options), crops already in the previous
+                  base.npy / queries.npy (same source, same normalised size, same model) are
+                  copied instead of re-embedded (--no-reuse to turn off)
 
 Sanity check at the end (also in meta.json): for 20 queries the exact cosine top-10 in base
 (mean top-1 / top-10 cosine, same-gcompris-class fraction of the top-10 for gcompris queries),
@@ -213,6 +222,51 @@ def candidates(w: int, h: int) -> list[tuple]:
     return out
 
 
+def visible_std(gray: np.ndarray, c) -> float:
+    """Grey-level std of the part of crop c = (scale, x, y, w, h, flip) that the network sees
+    (the centred square of side min(w, h) * input / resize_shorter), sampled on a <= ~128 grid."""
+    _, x, y, w, h, _ = c
+    side = min(w, h) * 224.0 / 256.0
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    step = max(1, int(side) // 128)
+    return float(gray[y0:int(cy + side / 2) + 1:step, x0:int(cx + side / 2) + 1:step].std())
+
+
+def usable_candidates(s: dict, min_std: float) -> tuple[list, int]:
+    """candidates() of a source minus flat crops (visible grey std < min_std: blank background,
+    empty sky); the whole photo (first two) is always kept. Returns (kept, number dropped)."""
+    cand = candidates(*s["size"])
+    if min_std <= 0:
+        return cand, 0
+    gray = np.asarray(ref.decode_rgb(s["norm_path"]).convert("L"), dtype=np.float32)
+    kept = cand[:2] + [c for c in cand[2:] if visible_std(gray, c) >= min_std]
+    return kept, len(cand) - len(kept)
+
+
+def load_previous(out: Path, model: str, sources: list[dict]) -> dict:
+    """Vectors of an earlier run's base.npy / queries.npy, keyed by crop, for rows whose source
+    (id and normalised size) and model are unchanged: a changed plan re-embeds only new crops."""
+    try:
+        prev = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if prev.get("model") != model:
+        return {}
+    now = {s["id"]: s["size"] for s in sources}
+    psrc = [(p["id"] if now.get(p["id"]) == p["size"] else None) for p in prev["sources"]]
+    table = {}
+    for vec_f, rows_f in (("base.npy", "base_rows.npy"), ("queries.npy", "queries_rows.npy")):
+        if not (out / vec_f).is_file() or not (out / rows_f).is_file():
+            continue
+        vecs, rows = np.load(out / vec_f, mmap_mode="r"), np.load(out / rows_f)
+        for j, r in enumerate(rows):
+            sid = psrc[int(r[0])]
+            if sid is not None:
+                table[(sid,) + tuple(int(v) for v in r[1:])] = (vecs, j)
+    return table
+
+
 def crop_image(src: Image.Image, row) -> Image.Image:
     _, x, y, cw, ch, flip = (int(v) for v in row)
     img = src.crop((x, y, x + cw, y + ch))
@@ -282,6 +336,10 @@ def main(argv=None):
     ap.add_argument("--max-side", type=int, default=1024, help="shrink sources to this shorter side")
     ap.add_argument("--min-side", type=int, default=200, help="drop sources with a shorter side below")
     ap.add_argument("--dup-cos", type=float, default=0.95, help="drop a source this close to an earlier one")
+    ap.add_argument("--min-std", type=float, default=2.0,
+                    help="drop crops whose visible part has a grey-level std below this (flat)")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="do not take vectors of unchanged crops from an earlier base.npy/queries.npy")
     ap.add_argument("--shard", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
@@ -331,7 +389,14 @@ def main(argv=None):
     n_hold = max(1, int(round(args.holdout_frac * len(sources))))
     held = set(int(i) for i in rng.choice(len(sources), n_hold, replace=False))
     base_ids = [i for i in range(len(sources)) if i not in held]
-    n_cand = {i: len(candidates(*sources[i]["size"])) for i in base_ids}
+    cands, flat_dropped = [], 0
+    for s in sources:
+        kept, nd = usable_candidates(s, args.min_std)
+        cands.append(kept)
+        s["flat_crops_dropped"] = nd
+        flat_dropped += nd
+    log(f"flat crops dropped (visible grey std < {args.min_std}): {flat_dropped}", plog)
+    n_cand = {i: len(cands[i]) for i in base_ids}
     k = math.ceil(args.rows / len(base_ids))
     while sum(min(k, n) for n in n_cand.values()) < args.rows:  # small sources have fewer crops
         if k > max(n_cand.values()):
@@ -340,7 +405,7 @@ def main(argv=None):
     base_rows, q_pool = [], []
     for i, s in enumerate(sources):
         s["held_out"] = i in held
-        cand = candidates(*s["size"])
+        cand = cands[i]
         if i in held:
             q_pool += [(i,) + c for c in cand]
             s["rows"] = 0
@@ -352,46 +417,67 @@ def main(argv=None):
         s["rows"] = len(pick)
     base_rows = np.array(base_rows, np.int32)
     q_pool = np.array(q_pool, np.int32)
-    qsel = np.sort(rng.choice(len(q_pool), min(args.queries, len(q_pool)), replace=False))
+    qsel = rng.choice(len(q_pool), min(args.queries, len(q_pool)), replace=False)  # random order
     q_rows = q_pool[qsel]
     perm = rng.permutation(len(base_rows))
-    plan_key = hashlib.sha1(json.dumps({
-        "ids": [s["id"] for s in sources], "sizes": [s["size"] for s in sources],
-        "model": args.model, "base": hashlib.sha1(base_rows.tobytes()).hexdigest(),
-        "q": hashlib.sha1(q_rows.tobytes()).hexdigest()}).encode()).hexdigest()[:10]
-    log(f"plan {plan_key}: {len(base_rows)} base rows ({k}/source over {len(base_ids)} sources), "
+
+    def key(rows):
+        return hashlib.sha1(json.dumps({
+            "ids": [s["id"] for s in sources], "sizes": [s["size"] for s in sources],
+            "model": args.model, "rows": hashlib.sha1(rows.tobytes()).hexdigest()}).encode()).hexdigest()[:10]
+
+    plan_key, q_key = key(base_rows), key(q_rows)
+    log(f"plan {plan_key}/{q_key}: {len(base_rows)} base rows ({k}/source over {len(base_ids)} sources), "
         f"{len(q_rows)} queries from {n_hold} held-out sources ({len(q_pool)} candidates)", plog)
 
     # 3. embed, 10k-row shards
     t_embed = time.time()
-    jobs = [("queries", q_rows)] + [
-        (f"base_{j:03d}", base_rows[a:a + args.shard]) for j, a in enumerate(range(0, len(base_rows), args.shard))]
+    jobs = [(f"{q_key}_queries", q_rows)] + [
+        (f"{plan_key}_base_{j:03d}", base_rows[a:a + args.shard]) for j, a in enumerate(range(0, len(base_rows), args.shard))]
     total = sum(len(r) for _, r in jobs)
-    done_rows = sum(len(r) for name, r in jobs if (out / "shards" / f"{plan_key}_{name}.npy").is_file())
+    done_rows = sum(len(r) for name, r in jobs if (out / "shards" / f"{name}.npy").is_file())
+    prev = {} if args.no_reuse or done_rows == total else load_previous(out, args.model, sources)
+    reused = 0
     new_rows, t0, last = 0, time.time(), [0.0]
+    todo_of = {}  # job -> indices of rows that must be embedded (not in a shard, not reusable)
     for name, rows in jobs:
-        path = out / "shards" / f"{plan_key}_{name}.npy"
+        if not (out / "shards" / f"{name}.npy").is_file():
+            todo_of[name] = [j for j, r in enumerate(rows)
+                             if (sources[int(r[0])]["id"],) + tuple(int(v) for v in r[1:]) not in prev]
+    total_todo = sum(len(t) for t in todo_of.values())
+    log(f"{total_todo} rows to embed ({total - done_rows - total_todo} reused from the previous outputs, "
+        f"{done_rows} in finished shards)", plog)
+    for name, rows in jobs:
+        path = out / "shards" / f"{name}.npy"
         if path.is_file():
             continue
+        todo = todo_of[name]
 
-        def progress(n, rows=rows):
+        def progress(n, todo=todo):
             now = time.time()
-            if now - last[0] >= 30 or n == len(rows):
+            if now - last[0] >= 30 or n == len(todo):
                 last[0] = now
                 d = new_rows + n
                 rate = d / max(now - t0, 1e-9)
-                left = total - done_rows - d
-                log(f"{name}: {n}/{len(rows)}  total {done_rows + d}/{total} rows  "
-                    f"{rate:.1f} rows/s  ETA {left / max(rate, 1e-9) / 60:.1f} min", plog)
+                log(f"{name}: {n}/{len(todo)} embedded, total {d}/{total_todo}  "
+                    f"{rate:.1f} rows/s  ETA {(total_todo - d) / max(rate, 1e-9) / 60:.1f} min", plog)
 
-        emb = embed_rows(sess, meta, sources, rows, args.batch, progress)
+        emb = np.zeros((len(rows), int(meta["dims"])), np.float32)
+        for j, r in enumerate(rows):
+            hit = prev.get((sources[int(r[0])]["id"],) + tuple(int(v) for v in r[1:]))
+            if hit is not None:
+                emb[j] = hit[0][hit[1]]
+        reused += len(rows) - len(todo)
+        if todo:
+            emb[todo] = embed_rows(sess, meta, sources, rows[todo], args.batch, progress)
+        log(f"{name}: {len(rows)} rows ({len(rows) - len(todo)} reused from the previous outputs)", plog)
         save_atomic(path, emb)
-        new_rows += len(rows)
+        new_rows += len(todo)
     embed_s = time.time() - t_embed
 
     # 4. assemble
-    queries = np.load(out / "shards" / f"{plan_key}_queries.npy")
-    base = np.concatenate([np.load(out / "shards" / f"{plan_key}_{n}.npy") for n, _ in jobs[1:]])
+    queries = np.load(out / "shards" / f"{jobs[0][0]}.npy")
+    base = np.concatenate([np.load(out / "shards" / f"{n}.npy") for n, _ in jobs[1:]])
     assert base.shape == (len(base_rows), int(meta["dims"])) and base.dtype == np.float32
     base = np.ascontiguousarray(base[perm])
     base_rows_out = base_rows[perm]
@@ -446,23 +532,32 @@ def main(argv=None):
         "model": args.model, "dims": int(meta["dims"]), "normalised": False,
         "command": "nice -n 19 " + " ".join([Path(sys.executable).name] + sys.argv)
         if os.nice(0) >= 19 else " ".join([Path(sys.executable).name] + sys.argv),
-        "seed": args.seed, "plan": plan_key,
+        "seed": args.seed, "plan": {"base": plan_key, "queries": q_key},
         "params": {k2: v for k2, v in vars(args).items() if k2 not in ("out",)},
         "scales": SCALES, "grid_stride": GRID_STRIDE, "per_source_rows": k,
         "n_base": int(base.shape[0]), "n_queries": int(queries.shape[0]),
         "n_sources": len(sources), "n_held_out": n_hold, "counts_by_package": counts,
-        "near_duplicates_dropped": dups,
+        "near_duplicates_dropped": dups, "flat_crops_dropped": flat_dropped,
+        "min_std": args.min_std,
         "rows_files": {"base": "base_rows.npy", "queries": "queries_rows.npy",
                        "columns": ["source", "scale_index", "x", "y", "w", "h", "flip"]},
         "base_row_source": "base_rows.npy[:, 0] (index into sources); base rows are shuffled",
         "sources": [{k2: s[k2] for k2 in ("id", "package", "class", "path", "orig_size", "norm_path",
-                                          "size", "held_out", "rows")} for s in sources],
+                                          "size", "held_out", "rows", "flat_crops_dropped")}
+                    for s in sources],
         "sanity": {"queries": 20, "mean_top1_cos": top1, "mean_top10_cos": top10,
                    "gcompris_queries": nq_g, "same_class_frac_top10": same_frac,
                    "examples": examples, "reembed_max_abs_diff": diffs},
         "timing_s": {"embed": round(embed_s, 1), "total_this_run": round(time.time() - t_start, 1),
-                     "embedded_this_run_rows": new_rows},
+                     "embedded_this_run_rows": new_rows, "reused_rows": reused, "started": time.strftime(
+                         "%Y-%m-%dT%H:%M:%S", time.localtime(t_start))},
+        "earlier_runs": [],
     }
+    old = out / "meta.json"
+    if old.is_file():  # keep the timings of earlier runs (shards they embedded are reused)
+        prev = json.loads(old.read_text())
+        info["earlier_runs"] = prev.get("earlier_runs", []) + [
+            {"plan": prev.get("plan"), "command": prev.get("command"), "timing_s": prev.get("timing_s")}]
     (out / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"done in {time.time() - t_start:.0f} s (embedding {embed_s:.0f} s, {new_rows} rows this run)", plog)
 
