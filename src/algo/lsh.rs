@@ -730,6 +730,63 @@ impl LshModel {
         Ok(())
     }
 
+    /// Rows hashed together by [`Self::hash_many_into`].
+    pub const HASH_BATCH: usize = 16;
+
+    /// [`Self::hash_into`] for `rows.len() / dims` rows (row-major), with the same results bit for bit
+    /// (the same dot products), but each plane is read once per [`Self::HASH_BATCH`] rows instead of
+    /// once per row: with 512 planes of 1280 floats (2.6 MB, more than a core's cache) the per-row
+    /// loop waits on memory. `codes` holds `tables` codes per row, `sketches` `sketch_words` words.
+    pub fn hash_many_into(
+        &self,
+        rows: &[f32],
+        scratch: &mut Vec<f32>,
+        codes: &mut [u32],
+        sketches: &mut [u64],
+    ) -> Result<(), LshError> {
+        let dims = self.params.dims as usize;
+        let (tables, words) = (self.params.tables as usize, self.params.sketch_words());
+        assert!(rows.len().is_multiple_of(dims), "rows buffer size");
+        let n = rows.len() / dims;
+        assert_eq!(codes.len(), n * tables, "codes buffer size");
+        assert_eq!(sketches.len(), n * words, "sketch buffer size");
+        let hd = self.params.hash_dims() as usize;
+        let mut one = Vec::with_capacity(hd);
+        for start in (0..n).step_by(Self::HASH_BATCH) {
+            let end = (start + Self::HASH_BATCH).min(n);
+            scratch.clear();
+            for r in start..end {
+                self.prepare_row_into(&rows[r * dims..(r + 1) * dims], &mut one)?;
+                scratch.extend_from_slice(&one);
+            }
+            let batch = &scratch[..];
+            let bits = self.params.bits as usize;
+            for t in 0..tables {
+                for r in start..end {
+                    codes[r * tables + t] = 0;
+                }
+                for i in 0..bits {
+                    let plane = self.planes.table_plane(t, i);
+                    for (k, row) in batch.chunks_exact(hd).enumerate() {
+                        if distance::dot(plane, row) > 0.0 {
+                            codes[(start + k) * tables + t] |= 1 << i;
+                        }
+                    }
+                }
+            }
+            sketches[start * words..end * words].fill(0);
+            for j in 0..self.params.sketch_bits as usize {
+                let plane = self.planes.sketch_plane(j);
+                for (k, row) in batch.chunks_exact(hd).enumerate() {
+                    if distance::dot(plane, row) > 0.0 {
+                        sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Codes and sketch of a row.
     pub fn hash(&self, v: &[f32]) -> Result<RowHash, LshError> {
         let mut codes = vec![0u32; self.params.tables as usize];

@@ -460,22 +460,34 @@ pub fn write_structure(
     }
     let mut codes: Vec<u32> = zeroed(n * tables);
     let mut sketches: Vec<u64> = zeroed(n * words);
-    let mut values = Vec::with_capacity(params.dims as usize);
-    let mut scratch = Vec::with_capacity(params.hash_dims() as usize);
-    for (i, v) in vrefs.iter().enumerate() {
-        if i % 256 == 0 {
+    let dims = params.dims as usize;
+    let batch = LshModel::HASH_BATCH;
+    let mut values = Vec::with_capacity(dims);
+    let mut rows = Vec::with_capacity(batch * dims);
+    let mut scratch = Vec::with_capacity(batch * params.hash_dims() as usize);
+    for (b, chunk) in vrefs.chunks(batch).enumerate() {
+        let i = b * batch;
+        if b % 16 == 0 {
             pg_sys::check_for_interrupts!();
             if report {
                 progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, i as i64);
             }
         }
-        shape::read_vector(index, *v, &mut values).expect("vector written by this build");
+        rows.clear();
+        for v in chunk {
+            shape::read_vector(index, *v, &mut values).expect("vector written by this build");
+            if values.len() != dims {
+                shape::dims_mismatch(dims, values.len());
+            }
+            rows.extend_from_slice(&values);
+        }
+        let end = i + chunk.len();
         model
-            .hash_into(
-                &values,
+            .hash_many_into(
+                &rows,
                 &mut scratch,
-                &mut codes[i * tables..(i + 1) * tables],
-                &mut sketches[i * words..(i + 1) * words],
+                &mut codes[i * tables..end * tables],
+                &mut sketches[i * words..end * words],
             )
             .unwrap_or_else(|e| {
                 error(
