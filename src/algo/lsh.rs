@@ -211,11 +211,11 @@ impl LshParams {
         }
     }
 
-    /// Suggested `tables` for `rows` rows: 1 while a scan ranks every row by sketch
-    /// ([`auto::SKETCH_SCAN_MAX_ROWS`], where more tables would only be written, never read), else
-    /// [`Self::DEFAULT_TABLES`] for bucket probing.
-    pub fn suggested_tables(rows: u64) -> u32 {
-        if rows as f64 <= auto::SKETCH_SCAN_MAX_ROWS {
+    /// Suggested `tables` for `rows` rows with `sketch_bits`-bit sketches: 1 while a scan ranks every
+    /// row by sketch ([`auto::sketch_scan_fits`], where more tables would only be written, never
+    /// read), else [`Self::DEFAULT_TABLES`] for bucket probing.
+    pub fn suggested_tables(rows: u64, sketch_bits: u32) -> u32 {
+        if auto::sketch_scan_fits(rows as f64, sketch_bits) {
             1
         } else {
             Self::DEFAULT_TABLES
@@ -1083,9 +1083,9 @@ pub enum ScanMode {
     /// Probe buckets of every table in multi-probe order (`max_probes`, `max_candidates`).
     Buckets,
     /// Rank every row by sketch Hamming distance (one sequential pass over one table's entries, each
-    /// row once); `max_probes` and `max_candidates` are not used. Below
-    /// [`auto::SKETCH_SCAN_MAX_ROWS`] rows this costs about what probing does, and it loses no true
-    /// neighbour to bucket boundaries.
+    /// row once); `max_probes` and `max_candidates` are not used. Up to
+    /// [`auto::SKETCH_SCAN_MAX_BYTES`] of sketches this costs about what probing does, and it loses no
+    /// true neighbour to bucket boundaries.
     Sketches,
 }
 
@@ -1096,18 +1096,25 @@ pub enum ScanMode {
 pub mod auto {
     use super::ScanMode;
 
-    /// Tables of up to this many rows are scanned by sketch ([`ScanMode::Sketches`]); larger ones
-    /// probe buckets. A sketch scan reads every row's 32-byte sketch once (≈ 1/170 of a page per row),
-    /// where bucket probing at these sizes collects `max_candidates` = rows / 25 rows from 8 tables
-    /// and reads their chains whole: about the same pages up to a million rows, at much higher recall
-    /// on hard data (GloVe 400k × 50: benches/results/lsh_vs_pgvector_glove.txt).
-    pub const SKETCH_SCAN_MAX_ROWS: f64 = 1_000_000.0;
+    /// Indexes whose sketches take up to this many bytes in all are scanned by sketch
+    /// ([`ScanMode::Sketches`]): 1,000,000 rows of 256-bit sketches, 500,000 of 512-bit ones; larger
+    /// ones probe buckets. A sketch scan reads every row's sketch once, where bucket probing at these
+    /// sizes collects `max_candidates` = rows / 25 rows from 8 tables and reads their chains whole:
+    /// the pages read are of the same order, at much higher recall on hard data (GloVe 400k × 50:
+    /// benches/results/lsh_vs_pgvector_glove.txt). Beyond it a scan's cost keeps growing with the
+    /// table; bucket probing at 1M × 512-d was measured at 0.98 (README).
+    pub const SKETCH_SCAN_MAX_BYTES: f64 = 32_000_000.0;
 
-    /// The scan mode for about `rows` rows in an index of `tables` tables: one table's buckets alone
-    /// cannot find enough neighbours, so such an index (built small, grown past the limit but not yet
-    /// rebuilt) is scanned by sketch at any size.
-    pub fn mode(rows: f64, tables: u32) -> ScanMode {
-        if rows <= SKETCH_SCAN_MAX_ROWS || tables <= 1 {
+    /// Whether `rows` sketches of `sketch_bits` bits are within [`SKETCH_SCAN_MAX_BYTES`].
+    pub fn sketch_scan_fits(rows: f64, sketch_bits: u32) -> bool {
+        rows.max(0.0) * f64::from(sketch_bits) / 8.0 <= SKETCH_SCAN_MAX_BYTES
+    }
+
+    /// The scan mode for about `rows` rows in an index of `tables` tables with `sketch_bits`-bit
+    /// sketches: one table's buckets alone cannot find enough neighbours, so such an index (built
+    /// small, grown past the limit but not yet rebuilt) is scanned by sketch at any size.
+    pub fn mode(rows: f64, tables: u32, sketch_bits: u32) -> ScanMode {
+        if tables <= 1 || sketch_scan_fits(rows, sketch_bits) {
             ScanMode::Sketches
         } else {
             ScanMode::Buckets
@@ -1134,10 +1141,11 @@ pub mod auto {
 }
 
 impl SearchParams {
-    /// The server's automatic settings for an index of `bits` bits per table and `tables` tables over
-    /// about `rows` rows ([`auto`]): probes of all tables, candidates, rerank (at least `k`).
-    pub fn auto(bits: u32, tables: u32, rows: u64, k: usize) -> SearchParams {
-        let mode = auto::mode(rows as f64, tables);
+    /// The server's automatic settings for an index of `bits` bits per table, `tables` tables and
+    /// `sketch_bits`-bit sketches over about `rows` rows ([`auto`]): scan mode, probes of all tables,
+    /// candidates, rerank (at least `k`).
+    pub fn auto(bits: u32, tables: u32, sketch_bits: u32, rows: u64, k: usize) -> SearchParams {
+        let mode = auto::mode(rows as f64, tables, sketch_bits);
         SearchParams {
             k,
             max_candidates: auto::max_candidates(rows as f64),
@@ -1153,11 +1161,14 @@ impl SearchParams {
     }
 
     /// The server's automatic settings for an index of `rows` rows created without options
-    /// ([`LshParams::suggested_bits`]`(rows)` bits, [`LshParams::suggested_tables`]`(rows)` tables).
+    /// ([`LshParams::suggested_bits`]`(rows)` bits, [`LshParams::suggested_tables`] tables) of
+    /// fewer than 256 dimensions ([`LshParams::DEFAULT_SKETCH_BITS`]-bit sketches).
     pub fn for_rows(rows: u64, k: usize) -> SearchParams {
+        let sketch_bits = LshParams::DEFAULT_SKETCH_BITS;
         Self::auto(
             LshParams::suggested_bits(rows),
-            LshParams::suggested_tables(rows),
+            LshParams::suggested_tables(rows, sketch_bits),
+            sketch_bits,
             rows,
             k,
         )

@@ -435,7 +435,7 @@ fn recall_at_10_on_clustered_data() {
     assert_eq!(auto.mode, ScanMode::Sketches);
     // The automatic mode at this size, and bucket probing of this 8-table index with the automatic
     // bucket settings.
-    let buckets = SearchParams::auto(p.bits, p.tables, rows as u64, 10);
+    let buckets = SearchParams::auto(p.bits, p.tables, p.sketch_bits, rows as u64, 10);
     let buckets = SearchParams {
         mode: ScanMode::Buckets,
         rerank: auto::rerank(rows as f64, ScanMode::Buckets),
@@ -837,4 +837,24 @@ fn hash_many_equals_hash() {
             }
         }
     }
+}
+
+/// The automatic layout and scan mode: sketch scans (and one table) up to 32 MB of sketches, bucket
+/// probing (8 tables) above, and a one-table index is scanned by sketch at any size.
+#[test]
+fn automatic_mode_and_tables() {
+    assert!(auto::sketch_scan_fits(1_000_000.0, 256));
+    assert!(!auto::sketch_scan_fits(1_000_001.0, 256));
+    assert!(auto::sketch_scan_fits(500_000.0, 512));
+    assert!(!auto::sketch_scan_fits(500_001.0, 512));
+    assert_eq!(LshParams::suggested_tables(1_000_000, 256), 1);
+    assert_eq!(LshParams::suggested_tables(600_000, 512), 8);
+    assert_eq!(auto::mode(2e6, 1, 256), ScanMode::Sketches);
+    assert_eq!(auto::mode(2e6, 8, 256), ScanMode::Buckets);
+    assert_eq!(auto::mode(-1.0, 8, 512), ScanMode::Sketches);
+    assert_eq!(LshParams::suggested_sketch_bits(255), 256);
+    assert_eq!(LshParams::suggested_sketch_bits(256), 512);
+    let sp = SearchParams::for_rows(2_000_000, 10);
+    assert_eq!((sp.mode, sp.rerank), (ScanMode::Buckets, 2000));
+    assert_eq!(SearchParams::for_rows(10_000, 10).rerank, 1000);
 }

@@ -28,7 +28,8 @@ pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// The effective scan settings for an index with `bits` bits per table over about `rows` rows: the GUCs,
 /// or where they are 0 (`auto`) the automatic values of `imgsim_algo::lsh::auto` (shared with the
-/// in-memory index): a sketch scan up to a million rows, else buckets; probes 2^(bits-7) per table (at
+/// in-memory index): a sketch scan up to 32 MB of sketches (a million rows of 256 bits), else buckets;
+/// probes 2^(bits-7) per table (at
 /// least 16), candidates max(8000, rows/25); rerank 1000 for a sketch scan, max(500, rows/1000) for
 /// buckets.
 pub struct ScanSettings {
@@ -38,11 +39,11 @@ pub struct ScanSettings {
     pub rerank: usize,
 }
 
-pub fn scan_settings(bits: u32, tables: u32, rows: f64) -> ScanSettings {
+pub fn scan_settings(bits: u32, tables: u32, sketch_bits: u32, rows: f64) -> ScanSettings {
     use imgsim_algo::lsh::auto;
     let pick = |guc: i32, auto: usize| if guc > 0 { guc as usize } else { auto.max(1) };
     let mode = match LSH_SCAN_MODE.get() {
-        ScanModeSetting::Auto => auto::mode(rows, tables),
+        ScanModeSetting::Auto => auto::mode(rows, tables, sketch_bits),
         ScanModeSetting::Buckets => ScanMode::Buckets,
         ScanModeSetting::Sketches => ScanMode::Sketches,
     };
@@ -58,7 +59,7 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"lsh.scan_mode",
         c"How an lsh index scan finds candidates: auto, buckets or sketches.",
-        c"sketches ranks every row by its sketch (one pass over one table's entries); buckets probes the hash tables (lsh.probes, lsh.max_candidates); auto uses sketches up to a million rows.",
+        c"sketches ranks every row by its sketch (one pass over one table's entries); buckets probes the hash tables (lsh.probes, lsh.max_candidates); auto uses sketches up to 32 MB of sketches (a million rows of 256 bits, half as many of 512) or for a one-table index.",
         &LSH_SCAN_MODE,
         GucContext::Userset,
         GucFlags::default(),

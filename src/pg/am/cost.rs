@@ -42,6 +42,7 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         let set = gucs::scan_settings(
             layout.bits,
             layout.tables as u32,
+            layout.sketch_bits,
             tuples.max(layout.built_rows),
         );
         let probes = set.probes_per_table as f64 * layout.tables;
@@ -84,6 +85,7 @@ pub unsafe extern "C-unwind" fn amcostestimate(
 struct Layout {
     bits: u32,
     tables: f64,
+    sketch_bits: u32,
     /// Superbuckets (chains) per table.
     superbuckets: f64,
     /// Bytes of one bucket entry on a page (item, line pointer).
@@ -100,6 +102,7 @@ fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
             Layout {
                 bits: p.bits,
                 tables: p.tables as f64,
+                sketch_bits: p.sketch_bits,
                 superbuckets: (1u64 << shape.meta.dir_bits) as f64,
                 entry_bytes: (page::maxalign(page::BUCKET_HEADER + p.sketch_words() * 8)
                     + size_of::<pg_sys::ItemIdData>()) as f64,
@@ -109,9 +112,13 @@ fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
         None => Layout {
             bits: imgsim_algo::lsh::LshParams::suggested_bits(tuples as u64),
             tables: match crate::pg::am::options::of_oid(indexoid) {
-                0 => imgsim_algo::lsh::LshParams::suggested_tables(tuples as u64),
+                0 => imgsim_algo::lsh::LshParams::suggested_tables(
+                    tuples as u64,
+                    imgsim_algo::lsh::LshParams::DEFAULT_SKETCH_BITS,
+                ),
                 t => t as u32,
             } as f64,
+            sketch_bits: imgsim_algo::lsh::LshParams::DEFAULT_SKETCH_BITS,
             superbuckets: 1.0,
             entry_bytes: 48.0,
             built_rows: 0.0,

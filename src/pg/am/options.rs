@@ -42,7 +42,7 @@ pub fn init() {
         pg_sys::add_int_reloption(
             kind,
             c"tables".as_ptr(),
-            c"Number of hash tables; 0 chooses from the row count (1 up to a million rows, 8 above)"
+            c"Number of hash tables; 0 chooses from the row count (1 while a scan reads every sketch: up to 32 MB of sketches, 8 above)"
                 .as_ptr(),
             0,
             0,
@@ -145,6 +145,11 @@ pub fn params(
 ) -> imgsim_algo::lsh::LshParams {
     use imgsim_algo::lsh::LshParams;
     let (bits, tables, sketch_bits, seed) = of(index);
+    let sketch_bits = if sketch_bits > 0 {
+        sketch_bits as u32
+    } else {
+        LshParams::suggested_sketch_bits(dims as u32)
+    };
     LshParams {
         dims: dims as u32,
         bits: if bits > 0 {
@@ -155,13 +160,9 @@ pub fn params(
         tables: if tables > 0 {
             tables as u32
         } else {
-            LshParams::suggested_tables(rows)
+            LshParams::suggested_tables(rows, sketch_bits)
         },
-        sketch_bits: if sketch_bits > 0 {
-            sketch_bits as u32
-        } else {
-            LshParams::suggested_sketch_bits(dims as u32)
-        },
+        sketch_bits,
         seed: seed as u64,
         metric,
         max_norm: 0.0,

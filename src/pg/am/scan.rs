@@ -432,6 +432,7 @@ fn settings(index: pg_sys::Relation, shape: &Shape) -> gucs::ScanSettings {
     gucs::scan_settings(
         shape.params().bits,
         shape.params().tables,
+        shape.params().sketch_bits,
         reltuples.max(shape.meta.built_rows as f64),
     )
 }
