@@ -32,12 +32,12 @@ BEGIN
   RETURN hits::float8 / total;
 END $$;
 
--- recall@10 of inner product at default settings, close to cosine's on the same rows
+-- recall@10 of inner product at default settings, within 0.02 of cosine's on the same rows (issue 11)
 CREATE INDEX items_ip ON items USING lsh (v embedding_ip_ops);
 CREATE INDEX items_cos ON items USING lsh (v embedding_cosine_ops);
 SELECT count(*) AS problems FROM lsh_index_check('items_ip');
 SELECT recall_at_10('<#>') AS ip_recall, recall_at_10('<=>') AS cos_recall \gset
-SELECT :ip_recall >= 0.9 AS ip_recall_ok, :ip_recall >= :cos_recall - 0.05 AS ip_close_to_cosine;
+SELECT :ip_recall >= 0.9 AS ip_recall_ok, :ip_recall >= :cos_recall - 0.02 AS ip_close_to_cosine;
 -- results come back in exact inner-product order (the rerank is exact)
 SET enable_seqscan = off;
 SELECT bool_and(d >= lag) AS ordered FROM (
