@@ -171,9 +171,11 @@ impl LshParams {
     /// The fixed default seed: a dump/restore or REINDEX regenerates the same planes.
     pub const DEFAULT_SEED: u64 = 0x1d5_5eed;
 
-    /// The server's defaults (an index created without options) at about 100k rows: 12 bits
-    /// ([`LshParams::suggested_bits`]`(100_000)`), [`Self::DEFAULT_TABLES`] tables,
-    /// [`Self::DEFAULT_SKETCH_BITS`]-bit sketch. Use [`LshParams::suggested_bits`] for other sizes.
+    /// The bucket-probing layout at about 100k rows: 12 bits ([`LshParams::suggested_bits`]`(100_000)`),
+    /// [`Self::DEFAULT_TABLES`] tables, [`Self::DEFAULT_SKETCH_BITS`]-bit sketch (what an index created
+    /// without options got before `tables` and `sketch_bits` became automatic; the server's automatic
+    /// choices now are [`LshParams::suggested_tables`] and [`LshParams::suggested_sketch_bits`]). Use
+    /// [`LshParams::suggested_bits`] for other sizes.
     pub fn recommended(dims: u32, metric: Metric) -> LshParams {
         LshParams {
             dims,

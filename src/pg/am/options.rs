@@ -134,9 +134,12 @@ pub fn of_oid(oid: pg_sys::Oid) -> i32 {
 }
 
 /// The LSH parameters of `index` for `dims`-dimensional vectors over about `rows` rows: its options,
-/// with `bits` and `tables` chosen from `rows` where they were left at 0 (automatic,
-/// `LshParams::suggested_bits` and `suggested_tables`), and no norm augmentation (`max_norm` 0: an
-/// inner-product build or first insert sets it from the data).
+/// with `bits`, `tables` and `sketch_bits` chosen from `rows` and `dims` where they were left at 0
+/// (automatic, `LshParams::suggested_*`), and no norm augmentation (`max_norm` 0: an inner-product
+/// build or first insert sets it from the data). An automatic 512-bit sketch falls back to 256 bits
+/// when the build structure would not fit `maintenance_work_mem` otherwise (so the automatic choice
+/// never needs more memory than the 256-bit default did; with 256 bits up to a million rows also keep
+/// one table).
 pub fn params(
     index: pg_sys::Relation,
     dims: usize,
@@ -145,12 +148,7 @@ pub fn params(
 ) -> imgsim_algo::lsh::LshParams {
     use imgsim_algo::lsh::LshParams;
     let (bits, tables, sketch_bits, seed) = of(index);
-    let sketch_bits = if sketch_bits > 0 {
-        sketch_bits as u32
-    } else {
-        LshParams::suggested_sketch_bits(dims as u32)
-    };
-    LshParams {
+    let with_sketch = |sketch_bits: u32| LshParams {
         dims: dims as u32,
         bits: if bits > 0 {
             bits as u32
@@ -166,5 +164,14 @@ pub fn params(
         seed: seed as u64,
         metric,
         max_norm: 0.0,
+    };
+    if sketch_bits > 0 {
+        return with_sketch(sketch_bits as u32);
+    }
+    let p = with_sketch(LshParams::suggested_sketch_bits(dims as u32));
+    if super::build::structure_fits(rows as usize, &p).is_ok() {
+        p
+    } else {
+        with_sketch(LshParams::DEFAULT_SKETCH_BITS)
     }
 }

@@ -338,7 +338,8 @@ fn sketch_key(ham: u32, v: VectorRef) -> u64 {
 
 /// One sketch-scan pass: the `cap` smallest keys above `after` among the entries of table 0 (each row
 /// has exactly one), into `pending`. Returns the key the next pass starts after: None when this pass
-/// found nothing, or when the structure was rebuilt under it (a standby) so that no pass may follow.
+/// took every key left, or when the structure was rebuilt under it (a standby) so that no pass may
+/// follow (as with bucket probing, the scan then returns what it has: a rebuild changes every sketch).
 fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usize) -> Option<u64> {
     let mut complete = true;
     let shape = st.shape.clone().expect("scan started");
@@ -411,8 +412,14 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
             }
         }
     }
+    // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
+    let exhausted = top.len() < cap;
     let keys = top.into_packed();
-    let last = keys.iter().copied().max().filter(|_| complete);
+    let last = keys
+        .iter()
+        .copied()
+        .max()
+        .filter(|_| complete && !exhausted);
     st.pending.extend(
         keys.into_iter()
             .map(|k| ((k >> 48) as u32, VectorRef(k & ((1 << 48) - 1)))),

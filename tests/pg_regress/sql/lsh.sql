@@ -74,16 +74,25 @@ SET lsh.scan_mode = sketches;
 SELECT recall_at_10('<->') >= 0.95 AS sketch_recall_ok;
 SET lsh.scan_mode = buckets;
 SELECT recall_at_10('<->') >= 0.95 AS bucket_recall_ok;
+-- bucket probing over several tables (the layout above the sketch-scan size limit)
+ALTER INDEX items_l2 SET (tables = 8);
+REINDEX INDEX items_l2;
+SELECT tables FROM lsh_index_info('items_l2');
+SELECT recall_at_10('<->') >= 0.95 AS eight_table_bucket_recall_ok;
 SET lsh.probes = 1;
 SET lsh.rerank = 10;
 SELECT recall_at_10('<->') < 0.95 AS buckets_less_work_lower_recall;
 RESET lsh.probes;
+ALTER INDEX items_l2 RESET (tables);
+REINDEX INDEX items_l2;
 SET lsh.scan_mode = everything;
--- a sketch scan in small batches (7 rows per pass) returns every row exactly once, in batches of
--- increasing sketch distance, and a filtered query gets its LIMIT
+-- a sketch scan in small batches (7 rows per batch, passes of 7, 14, 28, ... rows) returns every row
+-- exactly once through the index, and a filtered query gets its LIMIT
 SET lsh.scan_mode = sketches;
 SET lsh.rerank = 7;
 SET enable_seqscan = off;
+SET enable_sort = off;
+EXPLAIN (COSTS OFF) SELECT id FROM items WHERE id <= 300 OR id % 1000 = 0 ORDER BY v <-> '[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]';
 SELECT count(*) AS rows_returned, count(DISTINCT id) AS distinct_rows FROM (
   SELECT id FROM items WHERE id <= 300 OR id % 1000 = 0 ORDER BY v <-> (SELECT v FROM queries WHERE q = 3)) s;
 SELECT count(*) FROM (SELECT id FROM items WHERE id % 1000 = 7 ORDER BY v <-> (SELECT v FROM queries WHERE q = 2) LIMIT 40) s;

@@ -122,6 +122,16 @@ SET maintenance_work_mem = '1MB';
 \set VERBOSITY default
 CREATE INDEX g_v_small ON g USING lsh (v) WITH (tables = 8);
 \set VERBOSITY terse
+-- The automatic 512-bit sketch (256+ dimensions) falls back to 256 bits rather than need more memory:
+-- 16,000 rows x 80 bytes do not fit 1 MB, x 48 bytes do.
+CREATE TABLE wide AS SELECT i AS id, vec(256, i)::embedding(256) AS v FROM generate_series(1, 16000) i;
+CREATE INDEX wide_v ON wide USING lsh (v);
+SELECT tables, sketch_bits FROM lsh_index_info('wide_v');
+RESET maintenance_work_mem;
+REINDEX INDEX wide_v;
+SELECT tables, sketch_bits FROM lsh_index_info('wide_v');
+DROP TABLE wide;
+SET maintenance_work_mem = '1MB';
 -- An insert that would rebuild a grown index's layout (grow.rs) keeps the layout instead (NOTICE once per
 -- backend and layout); the insert itself succeeds.
 CREATE TABLE gm (id int, v embedding(32));
@@ -134,7 +144,7 @@ SELECT layout_rows < 10000 AS layout_kept FROM lsh_index_info('gm_v');
 SELECT count(*) AS problems FROM lsh_index_check('gm_v');
 RESET maintenance_work_mem;
 -- A scan holds its candidates within work_mem × hash_mem_multiplier: past that it stops probing (NOTICE)
--- and returns what it found. (A sketch scan holds at most lsh.rerank candidates, also within the budget.)
+-- and returns what it found. (A sketch scan's passes are capped by the same budget.)
 SET lsh.scan_mode = buckets;
 SET work_mem = '64kB';
 SET hash_mem_multiplier = 1;
