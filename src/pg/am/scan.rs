@@ -293,14 +293,16 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
     }
 }
 
-/// All entries of a superbucket chain, with their Hamming distance to the query sketch.
-fn read_chain(
+/// Calls `f(block, page)` for each page of the superbucket chain starting at `head`, share-locked while
+/// `f` runs. Returns false when the chain ended early because the bucket structure was rebuilt while it
+/// was read (a standby replaying grow.rs: the rest of the old chain is gone); ERROR on any other page that
+/// is not a bucket page.
+fn walk_chain(
     index: pg_sys::Relation,
     head: pg_sys::BlockNumber,
-    q: &[u64],
     build_id: u64,
-) -> Vec<(u32, VectorRef, u32)> {
-    let mut out = Vec::new();
+    mut f: impl FnMut(pg_sys::BlockNumber, page::PageRef<'_>),
+) -> bool {
     let mut blk = head;
     while blk != page::INVALID_BLOCK {
         pg_sys::check_for_interrupts!();
@@ -309,23 +311,36 @@ fn read_chain(
         if p.kind() != page::KIND_BUCKET {
             drop(buf);
             if structure_changed(index, build_id) {
-                // A standby replayed a rebuild of the bucket structure (grow.rs) while this scan
-                // was reading the old one: the rest of this chain is gone.
-                return out;
+                return false;
             }
             error(
                 PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
                 format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
             );
         }
+        f(blk, p);
+        blk = p.next();
+    }
+    true
+}
+
+/// All entries of a superbucket chain, with their Hamming distance to the query sketch (those read
+/// before a rebuild ended the chain, on a standby).
+fn read_chain(
+    index: pg_sys::Relation,
+    head: pg_sys::BlockNumber,
+    q: &[u64],
+    build_id: u64,
+) -> Vec<(u32, VectorRef, u32)> {
+    let mut out = Vec::new();
+    walk_chain(index, head, build_id, |_, p| {
         for off in 1..=p.max_offset() {
             if let Some(b) = p.item(off) {
                 let e = BucketEntry::parse(b);
                 out.push((e.code, e.vector, e.hamming(q)));
             }
         }
-        blk = p.next();
-    }
+    });
     out
 }
 
@@ -355,25 +370,9 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
     let mut codes: Vec<u64> = Vec::new();
     let mut refs: Vec<VectorRef> = Vec::new();
     let mut hams: Vec<u32> = Vec::new();
-    'chains: for head in heads {
-        let mut blk = head;
-        while blk != page::INVALID_BLOCK {
-            pg_sys::check_for_interrupts!();
-            let buf = Locked::read(index, blk, Lock::Share);
-            let p = buf.page();
-            if p.kind() != page::KIND_BUCKET {
-                drop(buf);
-                if structure_changed(index, shape.meta.build_id) {
-                    // A standby replayed a rebuild (see read_chain): rank what was read, and stop
-                    // after this pass.
-                    complete = false;
-                    break 'chains;
-                }
-                error(
-                    PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-                    format!("lsh index: block {blk} in a bucket chain is not a bucket page"),
-                );
-            }
+    let query = &st.sketch;
+    for head in heads {
+        complete = walk_chain(index, head, shape.meta.build_id, |blk, p| {
             codes.clear();
             refs.clear();
             // Highest offset first: items are placed downwards from the page's end, so this reads the
@@ -398,11 +397,9 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
                     refs.push(e.vector);
                 }
             }
-            blk = p.next();
-            drop(buf);
             hams.resize(refs.len(), 0);
             if !refs.is_empty() {
-                hamming_scan(&st.sketch, &codes, &mut hams);
+                hamming_scan(query, &codes, &mut hams);
             }
             for (&h, &v) in hams.iter().zip(&refs) {
                 let key = sketch_key(h, v);
@@ -410,6 +407,11 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
                     top.push_packed(key);
                 }
             }
+        });
+        if !complete {
+            // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after
+            // this pass.
+            break;
         }
     }
     // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
