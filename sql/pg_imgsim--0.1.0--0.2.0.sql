@@ -8,6 +8,13 @@ CREATE FUNCTION imgsim_models() RETURNS TABLE (name text, dims int, weights text
     STRICT STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'imgsim_models_wrapper';
 COMMENT ON FUNCTION imgsim_models() IS 'models installed in pg_imgsim.model_dir, with their dimensions, weights and ONNX file SHA-256';
 
+-- The inference service's statistics (issue 13): empty unless pg_imgsim is in shared_preload_libraries.
+CREATE FUNCTION imgsim_service_stats() RETURNS TABLE (
+    model text, provider text, queued int, batches bigint, images bigint, mean_batch double precision,
+    failed bigint, worker_pid int)
+    STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'imgsim_service_stats_wrapper';
+COMMENT ON FUNCTION imgsim_service_stats() IS 'the inference service (pg_imgsim in shared_preload_libraries): per model, requests waiting, batches, images, mean batch size, provider, failed requests, worker pid';
+
 -- img_embed_fill: every name schema-qualified (works with any search_path), the UPDATE re-checks that the
 -- row still holds the embedded image and no embedding, only bad images are skipped.
 CREATE OR REPLACE PROCEDURE img_embed_fill(

@@ -15,14 +15,20 @@ extension_sql_file!("../sql/embedding.sql", name = "embedding", bootstrap);
 extension_sql_file!(
     "../sql/embed.sql",
     name = "embed",
-    requires = ["embedding", pg::embed::imgsim_models]
+    requires = [
+        "embedding",
+        pg::embed::imgsim_models,
+        pg::service::imgsim_service_stats
+    ]
 );
 extension_sql_file!("../sql/lsh.sql", name = "lsh", finalize);
 
-/// Registers GUCs and index options when the library is loaded.
+/// Registers GUCs and index options when the library is loaded; with `shared_preload_libraries`, also the
+/// inference service's shared memory and background worker.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     pg::gucs::init();
+    pg::service::init();
     pg::embed::init_gucs();
     pg::am::options::init();
 }

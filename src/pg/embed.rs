@@ -244,6 +244,11 @@ pub unsafe extern "C-unwind" fn img_embed_default(
 }
 
 fn embed_one(bytes: &[u8], model: &str) -> pg_sys::Datum {
+    if crate::pg::service::client::available() {
+        let v =
+            crate::pg::service::client::embed(&config(), bytes, model).unwrap_or_else(|e| fail(e));
+        return new_datum(&v);
+    }
     let e = embedder(model);
     let v = e.embed(bytes).unwrap_or_else(|e| fail(e));
     new_datum(&v)

@@ -13,4 +13,5 @@ pub mod compat;
 pub mod embed;
 pub mod fmgr;
 pub mod gucs;
+pub mod service;
 pub mod types;

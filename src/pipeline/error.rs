@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// What went wrong, coarse enough to map onto an SQLSTATE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// The bytes are not a (complete, valid) image: empty, truncated, corrupt, unknown.
     InvalidInput,
@@ -156,7 +156,7 @@ pub(crate) fn try_zeroed<T: Copy + Default>(len: usize, what: &str) -> Result<Ve
 }
 
 /// An empty `Vec<T>` with room for `len` elements, or [`ErrorKind::OutOfMemory`].
-pub(crate) fn try_with_capacity<T>(len: usize, what: &str) -> Result<Vec<T>> {
+pub fn try_with_capacity<T>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| Error::oom(len.saturating_mul(std::mem::size_of::<T>()), what))?;

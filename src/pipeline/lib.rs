@@ -6,6 +6,7 @@
 //! * [`model`]: the `<name>.json` model spec and the model directory.
 //! * [`session`]: ONNX Runtime (loaded dynamically once per process), cached sessions and the
 //!   batched [`Embedder`].
+//! * [`service`]: the protocol between backends and the cluster's inference service process.
 //!
 //! Errors are [`Error`] values with an [`ErrorKind`] for mapping to SQLSTATEs.
 
@@ -13,6 +14,7 @@ pub mod decode;
 pub mod error;
 pub mod model;
 pub mod preprocess;
+pub mod service;
 pub mod session;
 
 pub use decode::{

@@ -21,7 +21,9 @@ use crate::model::{file_sha256, FileId, ModelRegistry, ModelSpec};
 use crate::preprocess::Preprocessor;
 
 /// Which execution provider to ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Provider {
     /// CUDA when it registers, else CPU.
     #[default]
