@@ -15,7 +15,7 @@ COMMENT ON FUNCTION img_embed_batch(bytea[], text) IS
 -- imgsim_models() (src/pg/embed.rs) lists the installed models. (A schema cannot be called pg_imgsim:
 -- PostgreSQL reserves the pg_ prefix for system schemas, so there is no pg_imgsim.models().)
 COMMENT ON FUNCTION imgsim_models() IS 'models installed in pg_imgsim.model_dir, with their dimensions, weights and ONNX file SHA-256';
-COMMENT ON FUNCTION imgsim_service_stats() IS 'the inference service (pg_imgsim in shared_preload_libraries): per model, requests waiting, batches, images, mean batch size, provider, failed requests, worker pid';
+COMMENT ON FUNCTION imgsim_service_stats() IS 'the inference service (pg_imgsim in shared_preload_libraries): per model, requests waiting, batches, images, mean batch size, provider, failed requests, worker pid, slots in use';
 
 -- Fills an embedding column for a whole table in batches, committing after each batch and reporting
 -- progress; rows whose embedding is already set are skipped, so it resumes after an interruption.

@@ -11,9 +11,9 @@ COMMENT ON FUNCTION imgsim_models() IS 'models installed in pg_imgsim.model_dir,
 -- The inference service's statistics (issue 13): empty unless pg_imgsim is in shared_preload_libraries.
 CREATE FUNCTION imgsim_service_stats() RETURNS TABLE (
     model text, provider text, queued int, batches bigint, images bigint, mean_batch double precision,
-    failed bigint, worker_pid int)
+    failed bigint, worker_pid int, slots_in_use int)
     STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'imgsim_service_stats_wrapper';
-COMMENT ON FUNCTION imgsim_service_stats() IS 'the inference service (pg_imgsim in shared_preload_libraries): per model, requests waiting, batches, images, mean batch size, provider, failed requests, worker pid';
+COMMENT ON FUNCTION imgsim_service_stats() IS 'the inference service (pg_imgsim in shared_preload_libraries): per model, requests waiting, batches, images, mean batch size, provider, failed requests, worker pid, slots in use';
 
 -- img_embed_fill: every name schema-qualified (works with any search_path), the UPDATE re-checks that the
 -- row still holds the embedded image and no embedding, only bad images are skipped.

@@ -3,9 +3,12 @@
 //! (superuser-only: they name files), the default model, the execution provider and the limits.
 
 use crate::pg::fmgr::{arg, raise};
+use crate::pg::service::client as service;
 use crate::pg::types::embedding::new_datum;
 use crate::v1;
-use imgsim_pipeline::{Embedder, EmbedderConfig, ErrorKind, Limits, ModelRegistry, Provider};
+use imgsim_pipeline::{
+    all_or_first_error, Embedder, EmbedderConfig, ErrorKind, Limits, ModelRegistry, Provider,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
@@ -136,7 +139,7 @@ fn expand(path: &str) -> PathBuf {
     }
 }
 
-fn config() -> EmbedderConfig {
+pub(crate) fn config() -> EmbedderConfig {
     let mut cfg = EmbedderConfig::new(expand(&guc_str(&ORT_LIBRARY)), expand(&guc_str(&MODEL_DIR)));
     let p = guc_str(&PROVIDER);
     cfg.provider = Provider::parse(&p).unwrap_or_else(|| {
@@ -244,10 +247,12 @@ pub unsafe extern "C-unwind" fn img_embed_default(
 }
 
 fn embed_one(bytes: &[u8], model: &str) -> pg_sys::Datum {
-    if crate::pg::service::client::available() {
-        let v =
-            crate::pg::service::client::embed(&config(), bytes, model).unwrap_or_else(|e| fail(e));
-        return new_datum(&v);
+    let cfg = config();
+    if service::usable(&cfg) {
+        let mut v = service::embed_each(&cfg, &[bytes], model, &interrupted)
+            .and_then(all_or_first_error)
+            .unwrap_or_else(|e| fail(e));
+        return new_datum(&v.pop().expect("one embedding per image"));
     }
     let e = embedder(model);
     let v = e.embed(bytes).unwrap_or_else(|e| fail(e));
@@ -293,10 +298,13 @@ pub unsafe extern "C-unwind" fn img_embed_batch(fcinfo: pg_sys::FunctionCallInfo
             .iter()
             .map(|&i| <&[u8]>::from_datum(elems[i], false).unwrap_or_default())
             .collect();
-        let e = embedder(&model);
-        let vecs = e
-            .embed_batch_with(&images, &interrupted)
-            .unwrap_or_else(|err| fail(err));
+        let cfg = config();
+        let vecs = if service::usable(&cfg) {
+            service::embed_each(&cfg, &images, &model, &interrupted).and_then(all_or_first_error)
+        } else {
+            embedder(&model).embed_batch_with(&images, &interrupted)
+        }
+        .unwrap_or_else(|err| fail(err));
         pg_sys::check_for_interrupts!();
         let mut out = vec![pg_sys::Datum::from(0usize); n];
         let mut out_nulls = nulls.to_vec();

@@ -25,8 +25,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use model::{file_sha256, is_valid_model_name, FileId, ModelInfo, ModelRegistry, ModelSpec};
 pub use preprocess::Preprocessor;
 pub use session::{
-    clear_session_cache, effective_intra_threads, init_runtime, runtime_library, session_cache_len,
-    ActiveProvider, Embedder, EmbedderConfig, ImageResult, Provider, SESSION_CACHE_CAPACITY,
+    all_or_first_error, clear_session_cache, effective_intra_threads, init_runtime,
+    runtime_library, session_cache_len, ActiveProvider, Embedder, EmbedderConfig, ImageResult,
+    Preparer, Provider, SESSION_CACHE_CAPACITY,
 };
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

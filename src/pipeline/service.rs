@@ -283,6 +283,30 @@ pub fn pick_batch(waiting: &[Waiting], max_images: usize) -> Vec<usize> {
     out
 }
 
+/// Identity of the settings a session would run a model with (ONNX Runtime library, model directory,
+/// provider, threads): a backend uses the service only while its session's key is the service's (a session
+/// that SETs another provider, or a role with its own library setting, embeds in its own process).
+pub fn config_key(cfg: &crate::EmbedderConfig) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes.iter().chain(&[0xffu8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(cfg.ort_library.as_os_str().as_encoded_bytes());
+    eat(cfg.model_dir.as_os_str().as_encoded_bytes());
+    eat(&[cfg.provider as u8]);
+    eat(&(cfg.intra_threads as u64).to_le_bytes());
+    h | 1 // never 0, which means "no service config yet"
+}
+
+/// Whether the service should wait (up to its `max_batch_wait`) before running what is ready: only while the
+/// batch is not full and some backend is preparing a request (a claimed slot), so a lone caller never waits.
+pub fn keep_waiting(ready_images: usize, max_images: usize, preparing: usize) -> bool {
+    ready_images < max_images && preparing > 0
+}
+
 /// Bytes of a slot's frame area (request, then response).
 pub const FRAME_BYTES: usize = 1024;
 
@@ -556,6 +580,26 @@ mod tests {
         assert_eq!(pick_batch(&waiting, 2), vec![4, 2]);
         // A request larger than the batch still runs, alone.
         assert_eq!(pick_batch(&[w(3, 9, 1, 40), w(1, 10, 1, 1)], 32), vec![3]);
+    }
+
+    #[test]
+    fn config_keys_differ_by_setting() {
+        let a = crate::EmbedderConfig::new("/lib/ort.so", "/models");
+        let mut b = a.clone();
+        assert_eq!(config_key(&a), config_key(&b));
+        b.provider = Provider::Cpu;
+        assert_ne!(config_key(&a), config_key(&b));
+        let mut c = a.clone();
+        c.intra_threads = 1;
+        assert_ne!(config_key(&a), config_key(&c));
+        assert_ne!(config_key(&a), 0);
+    }
+
+    #[test]
+    fn waits_only_for_requests_in_preparation() {
+        assert!(!keep_waiting(1, 32, 0));
+        assert!(keep_waiting(1, 32, 3));
+        assert!(!keep_waiting(32, 32, 3));
     }
 
     #[test]

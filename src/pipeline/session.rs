@@ -605,11 +605,7 @@ impl Embedder {
         images: &[&[u8]],
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<Vec<f32>>> {
-        self.embed_batch_each(images, cancelled)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| r.map_err(|e| if images.len() > 1 { e.at_index(i) } else { e }))
-            .collect()
+        all_or_first_error(self.embed_batch_each(images, cancelled)?)
     }
 
     /// Like [`Embedder::embed_batch_with`], but a bad image only fails its own entry: the outer
@@ -625,40 +621,21 @@ impl Embedder {
         images: &[&[u8]],
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<ImageResult>> {
-        let per = self.tensor_len();
-        let mut results: Vec<ImageResult> = try_with_capacity(images.len(), "the batch results")?;
-        let budget = DecodeBudget::new(self.limits.max_decode_bytes);
-        for chunk in images.chunks(self.max_batch) {
-            if cancelled() {
-                return Err(cancelled_error());
-            }
-            let mut buf = try_zeroed::<f32>(per * chunk.len(), "the batch input tensor")?;
-            let pre = self.preprocess_into(chunk, &mut buf, &budget, cancelled)?;
-            // Compact the successfully preprocessed images to the front of the buffer.
-            let mut ok = 0usize;
-            for (i, r) in pre.iter().enumerate() {
-                if r.is_ok() {
-                    if i != ok {
-                        buf.copy_within(i * per..(i + 1) * per, ok * per);
-                    }
-                    ok += 1;
-                }
-            }
-            buf.truncate(ok * per);
-            let mut embeddings = if ok > 0 {
-                self.infer_with(buf, ok, cancelled)?
-            } else {
-                Vec::new()
-            }
-            .into_iter();
-            for r in pre {
-                results.push(match r {
-                    Ok(()) => Ok(embeddings.next().expect("one embedding per good image")),
-                    Err(e) => Err(e),
-                });
-            }
+        self.preparer()
+            .embed_each(images, cancelled, &mut |buf, n| {
+                self.infer_with(buf, n, cancelled)
+            })
+    }
+
+    /// How this embedder decodes and batches (for [`Preparer::embed_each`] with another inference step).
+    pub fn preparer(&self) -> Preparer<'_> {
+        Preparer {
+            pre: &self.model.pre,
+            limits: self.limits,
+            jpeg_dct_scaling: self.jpeg_dct_scaling,
+            decode_threads: self.decode_threads,
+            max_batch: self.max_batch,
         }
-        Ok(results)
     }
 
     /// Decode + preprocess one image into a fresh tensor buffer (for tools and benchmarks).
@@ -811,6 +788,61 @@ impl Embedder {
         }
         Ok(out)
     }
+}
+
+/// Decoding and batching of [`Embedder::embed_batch_each`], with the inference step given by the caller: the
+/// in-backend path runs its own session, the inference service's client sends each chunk to the service.
+/// Both decode and preprocess with this same code, so their tensors are the same bytes.
+#[derive(Clone, Copy)]
+pub struct Preparer<'a> {
+    pub pre: &'a Preprocessor,
+    pub limits: Limits,
+    pub jpeg_dct_scaling: bool,
+    /// Decode threads; 0 = available parallelism.
+    pub decode_threads: usize,
+    /// Images per `infer` call at most.
+    pub max_batch: usize,
+}
+
+impl Preparer<'_> {
+    /// [`Embedder::embed_batch_each`] with `infer(tensor, n)` as the inference of each chunk of at most
+    /// `max_batch` good images.
+    pub fn embed_each(
+        &self,
+        images: &[&[u8]],
+        cancelled: &dyn Fn() -> bool,
+        infer: &mut dyn FnMut(Vec<f32>, usize) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<Vec<ImageResult>> {
+        let per = self.pre.tensor_len();
+        let mut results: Vec<ImageResult> = try_with_capacity(images.len(), "the batch results")?;
+        let budget = DecodeBudget::new(self.limits.max_decode_bytes);
+        for chunk in images.chunks(self.max_batch.max(1)) {
+            if cancelled() {
+                return Err(cancelled_error());
+            }
+            let mut buf = try_zeroed::<f32>(per * chunk.len(), "the batch input tensor")?;
+            let pre = self.preprocess_into(chunk, &mut buf, &budget, cancelled)?;
+            // Compact the successfully preprocessed images to the front of the buffer.
+            let mut ok = 0usize;
+            for (i, r) in pre.iter().enumerate() {
+                if r.is_ok() {
+                    if i != ok {
+                        buf.copy_within(i * per..(i + 1) * per, ok * per);
+                    }
+                    ok += 1;
+                }
+            }
+            buf.truncate(ok * per);
+            let mut embeddings = if ok > 0 { infer(buf, ok)? } else { Vec::new() }.into_iter();
+            for r in pre {
+                results.push(match r {
+                    Ok(()) => Ok(embeddings.next().expect("one embedding per good image")),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+        Ok(results)
+    }
 
     /// Preprocess `images` into `buf` (one `tensor_len()` slot each) on worker threads sharing
     /// `budget`; per-image results in order. The calling thread only waits and polls `cancelled`.
@@ -821,8 +853,8 @@ impl Embedder {
         budget: &DecodeBudget,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<Result<()>>> {
-        let per = self.tensor_len();
-        let pre = &self.model.pre;
+        let per = self.pre.tensor_len();
+        let pre = self.pre;
         let (limits, dct) = (&self.limits, self.jpeg_dct_scaling);
         let threads = if self.decode_threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -904,6 +936,17 @@ impl Embedder {
         }
         Ok(results)
     }
+}
+
+/// [`Embedder::embed_batch_with`]'s rule: the first bad image fails the call (with its index when there
+/// are several images).
+pub fn all_or_first_error(results: Vec<ImageResult>) -> Result<Vec<Vec<f32>>> {
+    let several = results.len() > 1;
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.map_err(|e| if several { e.at_index(i) } else { e }))
+        .collect()
 }
 
 fn cancelled_error() -> Error {

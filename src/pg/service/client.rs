@@ -1,15 +1,16 @@
-//! A backend's side of the inference service: claim a free slot, decode and preprocess the image straight
-//! into the slot's shared memory (in this backend, in parallel with other sessions), publish the request,
-//! wake the service and wait on this backend's latch, with interrupts served (cancel, `statement_timeout`,
-//! termination). Whatever way the wait ends, the slot goes back (see `SlotState::withdraw`).
+//! A backend's side of the inference service. The backend decodes and preprocesses its images itself (in
+//! parallel with other sessions, with the same code as the in-backend path: `imgsim_pipeline::Preparer`),
+//! then for each chunk claims a free slot, copies the tensors into it, publishes the request, wakes the
+//! service and waits on its own latch with interrupts served (cancel, `statement_timeout`, termination).
+//! A slot is held only while its request waits or runs; whatever way the wait ends, the slot goes back.
 
 use super::{model_hash, shared, Shared};
 use crate::pg::fmgr::raise;
 use imgsim_pipeline::service::{
-    prepared, read_frame, write_frame, Outcome, Request, Response, SlotState, CLAIMED, DONE, READY,
-    RUNNING,
+    config_key, prepared, read_frame, write_frame, Outcome, Request, Response, SlotState, DONE,
+    READY, RUNNING,
 };
-use imgsim_pipeline::{EmbedderConfig, Error};
+use imgsim_pipeline::{EmbedderConfig, Error, ErrorKind, ImageResult, Preparer};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
@@ -20,9 +21,14 @@ use std::time::{Duration, Instant};
 /// restarts a stopped one within about a second).
 const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
 
-/// `true` when this cluster runs the inference service (library preloaded, service on).
-pub fn available() -> bool {
-    shared().is_some()
+/// `true` when this call should go through the service: the cluster runs it (library preloaded, service
+/// on, not single-user mode) and the session's model settings are the ones the service runs with.
+pub fn usable(cfg: &EmbedderConfig) -> bool {
+    // SAFETY: reading a PostgreSQL global flag.
+    if !unsafe { pg_sys::IsUnderPostmaster } {
+        return false;
+    }
+    shared().is_some_and(|sh| sh.header().config_key.load(Ordering::Acquire) == config_key(cfg))
 }
 
 thread_local! {
@@ -31,7 +37,24 @@ thread_local! {
     static EXIT_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Gives the slot back however the call ends (return, ERROR unwinding); the exit callback covers FATAL.
+/// Gives slot `i` back: free, or ABANDONED while a live service runs it (that service frees it), or free
+/// at once when the service that took it is gone.
+fn give_back(sh: &Shared, i: usize) {
+    let slot = sh.slot(i);
+    let state = SlotState(&slot.state);
+    if state.get() == RUNNING && worker_gone(sh, slot.taken_gen.load(Ordering::Acquire)) {
+        state.reclaim_orphan();
+    }
+    state.withdraw();
+}
+
+fn worker_gone(sh: &Shared, taken_gen: u64) -> bool {
+    let h = sh.header();
+    h.worker_pid.load(Ordering::Acquire) == 0 || h.worker_gen.load(Ordering::Acquire) != taken_gen
+}
+
+/// The claimed slot; given back however the call ends (return, ERROR unwinding); the exit callback covers
+/// FATAL.
 struct Held {
     sh: Shared,
     slot: usize,
@@ -39,7 +62,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        SlotState(&self.sh.slot(self.slot).state).withdraw();
+        give_back(&self.sh, self.slot);
         HELD.with(|h| h.set(None));
     }
 }
@@ -47,11 +70,11 @@ impl Drop for Held {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn release_on_exit(_code: i32, _arg: pg_sys::Datum) {
     if let (Some(sh), Some(i)) = (shared(), HELD.with(|h| h.take())) {
-        SlotState(&sh.slot(i).state).withdraw();
+        give_back(&sh, i);
     }
 }
 
-fn wait_latch(timeout_ms: i64) {
+fn wait_latch(timeout_ms: u64) {
     // SAFETY: this backend's own latch; WL_EXIT_ON_PM_DEATH ends the process if the postmaster dies.
     unsafe {
         pg_sys::WaitLatch(
@@ -65,39 +88,49 @@ fn wait_latch(timeout_ms: i64) {
     pg_sys::check_for_interrupts!();
 }
 
-/// Claims a free slot, waiting (interruptibly) while all are in use.
+/// Claims a free slot, waiting (interruptibly, backing off to 10 ms) while all are in use.
 fn claim(sh: &Shared) -> Held {
     if !EXIT_CALLBACK.with(|c| c.replace(true)) {
         // SAFETY: registering a plain callback once per backend.
         unsafe { pg_sys::before_shmem_exit(Some(release_on_exit), pg_sys::Datum::from(0usize)) };
     }
+    let n = sh.layout().slots;
     // SAFETY: reading this process's pid.
-    let start = (unsafe { pg_sys::MyProcPid } as usize) % sh.layout().slots;
+    let start = (unsafe { pg_sys::MyProcPid } as usize) % n;
+    let mut pause = 1;
     loop {
-        for k in 0..sh.layout().slots {
-            let i = (start + k) % sh.layout().slots;
+        for k in 0..n {
+            let i = (start + k) % n;
             if SlotState(&sh.slot(i).state).try_claim() {
                 HELD.with(|h| h.set(Some(i)));
                 return Held { sh: *sh, slot: i };
             }
         }
-        wait_latch(1);
+        wait_latch(pause);
+        pause = (pause * 2).min(10);
     }
 }
 
-/// Embeds one image through the service. Pipeline errors (bad image, missing model, inference) come back
-/// as `Err` like the in-backend path's; the service's own failures raise here.
-pub fn embed(cfg: &EmbedderConfig, bytes: &[u8], model: &str) -> Result<Vec<f32>, Error> {
-    let sh = shared().expect("service available");
+/// Embeds `images` through the service, with the in-backend path's per-image results (a bad image fails
+/// only its entry). The service's own failures (no service, a request that cannot fit, the service stopped
+/// mid-request) raise here.
+pub fn embed_each(
+    cfg: &EmbedderConfig,
+    images: &[&[u8]],
+    model: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<ImageResult>, Error> {
+    let sh = shared().expect("service usable");
     let p = prepared(&cfg.model_dir, model)?;
     let (per, dims) = (p.pre.tensor_len(), p.spec.dims);
     let layout = sh.layout();
-    if !layout.fits(1, per, dims) {
+    let fit = layout.data_floats / per.max(dims);
+    if fit == 0 {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!(
                 "model \"{model}\" needs {} kB of shared memory per image; each of the inference service's {} slots has {} kB",
-                per.max(dims) * 4 / 1024 + 1,
+                (per.max(dims) * 4).div_ceil(1024),
                 layout.slots,
                 layout.data_bytes() / 1024
             ),
@@ -105,35 +138,55 @@ pub fn embed(cfg: &EmbedderConfig, bytes: &[u8], model: &str) -> Result<Vec<f32>
             Some("Raise pg_imgsim.service_memory or lower pg_imgsim.service_slots (both need a server restart).".into()),
         );
     }
-    let held = claim(&sh);
-    let (i, slot) = (held.slot, sh.slot(held.slot));
-    let h = sh.header();
-    let id = h.next_id.fetch_add(1, Ordering::AcqRel) + 1;
-    let req = Request {
+    let preparer = Preparer {
+        pre: &p.pre,
+        limits: cfg.limits,
+        jpeg_dct_scaling: cfg.jpeg_dct_scaling,
+        decode_threads: cfg.decode_threads,
+        max_batch: fit.min(cfg.max_batch.max(1)),
+    };
+    let request = |n: usize, id: u64| Request {
         id,
         model: model.to_string(),
         model_dir: cfg.model_dir.to_string_lossy().into_owned(),
         ort_library: cfg.ort_library.to_string_lossy().into_owned(),
         provider: cfg.provider,
         intra_threads: cfg.intra_threads as u32,
-        images: 1,
+        images: n as u32,
         tensor_len: per as u32,
         dims: dims as u32,
     };
-    debug_assert_eq!(slot.state.load(Ordering::Relaxed), CLAIMED);
-    // SAFETY: CLAIMED gives this backend the slot's frame and data.
-    let (frame, data) = unsafe { (sh.frame(i), sh.data(i)) };
-    if let Err(e) = write_frame(&req, frame) {
-        raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("inference service request: {e}"),
-            None,
-            Some("pg_imgsim.model_dir and pg_imgsim.onnxruntime_library must be shorter".into()),
-        );
+    preparer.embed_each(images, cancelled, &mut |tensor, n| {
+        submit(&sh, request, model, &tensor, n)
+    })
+}
+
+/// One request of `n` preprocessed images: claim, copy in, publish, wait, read the answer.
+fn submit(
+    sh: &Shared,
+    request: impl Fn(usize, u64) -> Request,
+    model: &str,
+    tensor: &[f32],
+    n: usize,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let held = claim(sh);
+    let (i, slot, h) = (held.slot, sh.slot(held.slot), sh.header());
+    let id = h.next_id.fetch_add(1, Ordering::AcqRel) + 1;
+    let req = request(n, id);
+    {
+        // SAFETY: CLAIMED gives this backend the slot's frame and data until it publishes.
+        let (frame, data) = unsafe { (sh.frame(i), sh.data(i)) };
+        if let Err(e) = write_frame(&req, frame) {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("inference service request: {e}"),
+                None,
+                Some("The paths in pg_imgsim.model_dir and pg_imgsim.onnxruntime_library are too long.".into()),
+            );
+        }
+        data[..tensor.len()].copy_from_slice(tensor);
     }
-    p.pre
-        .process_bytes(bytes, &cfg.limits, cfg.jpeg_dct_scaling, &mut data[..per])?;
-    slot.images.store(1, Ordering::Relaxed);
+    slot.images.store(n as u32, Ordering::Relaxed);
     slot.seq.store(id, Ordering::Relaxed);
     slot.key.store(req.batch_key(), Ordering::Relaxed);
     slot.model_hash.store(model_hash(model), Ordering::Relaxed);
@@ -153,21 +206,18 @@ pub fn embed(cfg: &EmbedderConfig, bytes: &[u8], model: &str) -> Result<Vec<f32>
                 if h.worker_pid.load(Ordering::Acquire) == 0 && started.elapsed() > NO_WORKER_GRACE
                 {
                     raise(
-                        PgSqlErrorCode::ERRCODE_CANNOT_CONNECT_NOW,
+                        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                         "the pg_imgsim inference service is not running",
                         None,
-                        Some("See the server log; the postmaster restarts the service a second after it stops. \
-                              Set pg_imgsim.inference_service = off to embed in each backend.".into()),
+                        Some("See the server log (max_worker_processes may be too low); the postmaster restarts \
+                              the service a second after it stops. pg_imgsim.inference_service = off embeds in \
+                              each backend.".into()),
                     );
                 }
             }
             RUNNING => {
-                let taken = slot.taken_gen.load(Ordering::Acquire);
-                let gone = h.worker_pid.load(Ordering::Acquire) == 0
-                    || h.worker_gen.load(Ordering::Acquire) != taken;
-                if gone && SlotState(&slot.state).reclaim_orphan() {
-                    HELD.with(|c| c.set(None));
-                    std::mem::forget(held);
+                if worker_gone(sh, slot.taken_gen.load(Ordering::Acquire)) {
+                    // `held` gives the slot back as it unwinds.
                     raise(
                         PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
                         "the pg_imgsim inference service stopped while running this request",
@@ -185,6 +235,8 @@ pub fn embed(cfg: &EmbedderConfig, bytes: &[u8], model: &str) -> Result<Vec<f32>
         }
         wait_latch(100);
     }
+    // SAFETY: DONE gives the slot's frame and data back to this backend.
+    let (frame, data) = unsafe { (sh.frame(i), sh.data(i)) };
     let resp: Response = read_frame(frame).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -204,16 +256,15 @@ pub fn embed(cfg: &EmbedderConfig, bytes: &[u8], model: &str) -> Result<Vec<f32>
             None,
         );
     }
+    let dims = req.dims as usize;
     match resp.outcome {
-        Outcome::Embedded { dims: d } if d as usize == dims => {
-            let mut v = Vec::with_capacity(dims);
-            v.extend_from_slice(&data[..dims]);
-            drop(held);
-            Ok(v)
-        }
+        Outcome::Embedded { dims: d } if d == req.dims => Ok(data[..n * dims]
+            .chunks_exact(dims)
+            .map(<[f32]>::to_vec)
+            .collect()),
         Outcome::Embedded { dims: d } => Err(Error::new(
-            imgsim_pipeline::ErrorKind::ModelInvalid,
-            format!("inference service returned {d} values, expected {dims}"),
+            ErrorKind::ModelInvalid,
+            format!("inference service returned {d} values per image, expected {dims}"),
         )),
         Outcome::Failed {
             kind,

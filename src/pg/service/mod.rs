@@ -133,6 +133,8 @@ pub struct Header {
     pub worker_latch: AtomicPtr<pg_sys::Latch>,
     /// Request ids and submission order.
     pub next_id: AtomicU64,
+    /// `imgsim_pipeline::service::config_key` of the worker's settings (0 until it started).
+    pub config_key: AtomicU64,
     pub stats: [ModelStats; STAT_MODELS],
 }
 
@@ -312,8 +314,9 @@ pub fn model_hash(name: &str) -> u64 {
     })
 }
 
-/// `imgsim_service_stats()`: per model, the requests waiting, batches, images, mean batch size, provider and
-/// the worker's pid. No rows when the service is not running in this cluster.
+/// `imgsim_service_stats()`: per model, the requests waiting, batches, images, mean batch size, provider,
+/// failed requests, and (the same on every row) the worker's pid and the slots in use in the cluster. No rows
+/// when the service is not running in this cluster or has run no model yet.
 #[pg_extern(volatile, parallel_safe, name = "imgsim_service_stats")]
 #[allow(clippy::type_complexity)]
 fn imgsim_service_stats() -> TableIterator<
@@ -327,6 +330,7 @@ fn imgsim_service_stats() -> TableIterator<
         name!(mean_batch, Option<f64>),
         name!(failed, i64),
         name!(worker_pid, Option<i32>),
+        name!(slots_in_use, i32),
     ),
 > {
     let Some(sh) = shared() else {
@@ -344,6 +348,9 @@ fn imgsim_service_stats() -> TableIterator<
             })
             .count() as i32
     };
+    let in_use = (0..sh.layout().slots)
+        .filter(|&i| sh.slot(i).state.load(Ordering::Acquire) != imgsim_pipeline::service::FREE)
+        .count() as i32;
     let mut rows = Vec::new();
     for st in &h.stats {
         if st.used.load(Ordering::Acquire) == 0 {
@@ -372,6 +379,7 @@ fn imgsim_service_stats() -> TableIterator<
             (batches > 0).then(|| images as f64 / batches as f64),
             st.failed.load(Ordering::Relaxed) as i64,
             pid,
+            in_use,
         ));
     }
     TableIterator::new(rows)

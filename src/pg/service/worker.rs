@@ -1,5 +1,6 @@
 //! The inference service process: waits on its latch, forms batches from the ready slots (the oldest
-//! request's model; up to `pg_imgsim.max_batch` images or `pg_imgsim.max_batch_wait` µs), runs them through
+//! request's model; up to `pg_imgsim.max_batch` images, waiting up to `pg_imgsim.max_batch_wait` µs while
+//! other backends are still preparing requests), runs them through
 //! the same `Embedder` the in-backend path uses, writes each answer into its slot and sets its owner's latch.
 //!
 //! An ERROR or panic here ends the process (exit 1); the postmaster starts a new one a second later, whose
@@ -7,7 +8,8 @@
 
 use super::{model_hash, shared, Shared, MAX_BATCH, MAX_BATCH_WAIT, STAT_MODELS};
 use imgsim_pipeline::service::{
-    pick_batch, read_frame, write_frame, Outcome, Request, Response, SlotState, Waiting, READY,
+    keep_waiting, pick_batch, read_frame, write_frame, Outcome, Request, Response, SlotState,
+    Waiting, CLAIMED, READY,
 };
 use imgsim_pipeline::{ActiveProvider, Embedder, EmbedderConfig, Error};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -37,6 +39,7 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
     for i in 0..sh.layout().slots {
         SlotState(&sh.slot(i).state).clear_abandoned();
     }
+    publish_config(&sh);
     h.worker_latch.store(my_latch, Ordering::Release);
     // SAFETY: reading this process's pid.
     h.worker_pid
@@ -51,13 +54,18 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
         // SAFETY: our own latch; reset before looking at the slots, so a request published after the look
         // sets it again and the wait below returns at once.
         unsafe { pg_sys::ResetLatch(my_latch) };
+        // Procsignal barriers (DROP DATABASE, ALTER DATABASE SET TABLESPACE wait for every process to
+        // absorb them) and other interrupts.
+        pg_sys::check_for_interrupts!();
         if stopping() {
             break;
         }
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way to reread the configuration in a background worker.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            publish_config(&sh);
         }
+        sweep_abandoned(&sh, gen);
         let waiting = collect(&sh);
         if waiting.is_empty() {
             // SAFETY: waiting on our own latch; WL_EXIT_ON_PM_DEATH ends the process with the postmaster.
@@ -72,7 +80,7 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
             };
             continue;
         }
-        let waiting = fill_batch(&sh, waiting);
+        let waiting = fill_batch(&sh, my_latch, waiting);
         let picked = pick_batch(&waiting, MAX_BATCH.get().max(1) as usize);
         run_batch(&sh, gen, &picked, &mut logged);
     }
@@ -116,26 +124,66 @@ fn collect(sh: &Shared) -> Vec<Waiting> {
         .collect()
 }
 
-/// Waits up to `pg_imgsim.max_batch_wait` µs for the oldest request's batch to fill.
-fn fill_batch(sh: &Shared, mut waiting: Vec<Waiting>) -> Vec<Waiting> {
-    let max = MAX_BATCH.get().max(1) as u64;
+/// Waits up to `pg_imgsim.max_batch_wait` µs for the oldest request's batch to fill, while other backends
+/// are preparing requests (`keep_waiting`: a lone caller does not wait).
+fn fill_batch(sh: &Shared, latch: *mut pg_sys::Latch, mut waiting: Vec<Waiting>) -> Vec<Waiting> {
+    let max = MAX_BATCH.get().max(1) as usize;
     let deadline = Instant::now() + Duration::from_micros(MAX_BATCH_WAIT.get().max(0) as u64);
     loop {
         let key = waiting.iter().min_by_key(|w| w.seq).map(|w| w.key);
-        let images: u64 = waiting
+        let images: usize = waiting
             .iter()
             .filter(|w| Some(w.key) == key)
-            .map(|w| u64::from(w.images))
+            .map(|w| w.images as usize)
             .sum();
+        let preparing = (0..sh.layout().slots)
+            .filter(|&i| sh.slot(i).state.load(Ordering::Acquire) == CLAIMED)
+            .count();
         let now = Instant::now();
-        if images >= max || now >= deadline || stopping() {
+        if !keep_waiting(images, max, preparing) || now >= deadline || stopping() {
             return waiting;
         }
-        let step = (deadline - now).min(Duration::from_micros(200));
-        // SAFETY: a plain sleep; signals still interrupt it.
-        unsafe { pg_sys::pg_usleep(step.as_micros() as std::ffi::c_long) };
+        // Each published request sets the latch; the timeout is whole milliseconds.
+        let ms = (deadline - now).as_micros().div_ceil(1000).max(1) as std::ffi::c_long;
+        // SAFETY: waiting on our own latch, as in the main loop.
+        unsafe {
+            pg_sys::WaitLatch(
+                latch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                ms,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(latch);
+        }
+        pg_sys::check_for_interrupts!();
         waiting = collect(sh);
     }
+}
+
+/// Publishes the identity of this process's model settings; backends whose session settings differ embed
+/// in their own process.
+fn publish_config(sh: &Shared) {
+    let key = imgsim_pipeline::service::config_key(&crate::pg::embed::config());
+    sh.header().config_key.store(key, Ordering::Release);
+}
+
+/// Slots abandoned while an earlier service process ran them (it will never finish them).
+fn sweep_abandoned(sh: &Shared, gen: u64) {
+    for i in 0..sh.layout().slots {
+        let s = sh.slot(i);
+        if s.state.load(Ordering::Acquire) == imgsim_pipeline::service::ABANDONED
+            && s.taken_gen.load(Ordering::Acquire) != gen
+        {
+            SlotState(&s.state).clear_abandoned();
+        }
+    }
+}
+
+/// The inference's cancellation check: serves interrupts (procsignal barriers) while a batch runs, and
+/// stops it on SIGTERM.
+fn cancel_check() -> bool {
+    pg_sys::check_for_interrupts!();
+    stopping()
 }
 
 /// A request taken into the batch.
@@ -213,17 +261,7 @@ fn run_group(sh: &Shared, group: &[Taken], logged: &mut Vec<(String, ActiveProvi
             // SAFETY: RUNNING gives this process the slot's data.
             tensor.extend_from_slice(&unsafe { sh.data(t.slot) }[..n]);
         }
-        let out = e.infer_with(tensor, images, &stopping).map_err(|e| {
-            if e.kind() == imgsim_pipeline::ErrorKind::Cancelled {
-                Error::new(
-                    imgsim_pipeline::ErrorKind::Inference,
-                    "the pg_imgsim inference service was stopped while running this request",
-                )
-                .with_hint("The postmaster restarts it; run the statement again.")
-            } else {
-                e
-            }
-        })?;
+        let out = e.infer_with(tensor, images, &cancel_check)?;
         Ok((out, e.provider()))
     })();
     let stats = stats_entry(sh, &first.model);
@@ -262,6 +300,8 @@ fn run_group(sh: &Shared, group: &[Taken], logged: &mut Vec<(String, ActiveProvi
                 );
             }
         }
+        // Stopped by SIGTERM: no answer; the owners see this process go and report it themselves.
+        Err(e) if e.kind() == imgsim_pipeline::ErrorKind::Cancelled => {}
         Err(e) => {
             if let Some(st) = stats {
                 st.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -297,15 +337,22 @@ fn answer(sh: &Shared, slot: usize, resp: Response) {
     // SAFETY: RUNNING gives this process the slot's frame.
     let frame = unsafe { sh.frame(slot) };
     if write_frame(&resp, frame).is_err() {
-        let short = Response {
-            outcome: Outcome::Failed {
-                kind: imgsim_pipeline::ErrorKind::Inference,
-                message: "inference service: the error message is too long".into(),
+        // Only an error's message can be that long: keep its kind, cut the text.
+        let short = match resp.outcome {
+            Outcome::Failed { kind, message, .. } => Outcome::Failed {
+                kind,
+                message: message.chars().take(200).collect(),
                 hint: None,
             },
-            ..resp
+            other => other,
         };
-        let _ = write_frame(&short, frame);
+        let _ = write_frame(
+            &Response {
+                outcome: short,
+                ..resp
+            },
+            frame,
+        );
     }
     let s = sh.slot(slot);
     let latch = s.owner_latch.load(Ordering::Acquire);
