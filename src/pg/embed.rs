@@ -139,24 +139,29 @@ fn expand(path: &str) -> PathBuf {
     }
 }
 
-pub(crate) fn config() -> EmbedderConfig {
-    let mut cfg = EmbedderConfig::new(expand(&guc_str(&ORT_LIBRARY)), expand(&guc_str(&MODEL_DIR)));
-    let p = guc_str(&PROVIDER);
-    cfg.provider = Provider::parse(&p).unwrap_or_else(|| {
+fn config() -> EmbedderConfig {
+    config_checked().unwrap_or_else(|p| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid pg_imgsim.execution_provider \"{p}\""),
             None,
             Some("Use auto, cpu or cuda.".into()),
         )
-    });
+    })
+}
+
+/// The session's model settings, or the invalid provider name (the inference service must not raise).
+pub(crate) fn config_checked() -> Result<EmbedderConfig, String> {
+    let mut cfg = EmbedderConfig::new(expand(&guc_str(&ORT_LIBRARY)), expand(&guc_str(&MODEL_DIR)));
+    let p = guc_str(&PROVIDER);
+    cfg.provider = Provider::parse(&p).ok_or(p)?;
     cfg.intra_threads = THREADS.get().max(0) as usize;
     cfg.limits = Limits {
         max_bytes: MAX_INPUT_BYTES.get() as usize,
         max_pixels: MAX_PIXELS.get() as u64,
         max_decode_bytes: MAX_DECODE_MEMORY.get() as u64 * 1024,
     };
-    cfg
+    Ok(cfg)
 }
 
 /// Raises the pipeline error as a PostgreSQL ERROR with a fitting SQLSTATE and its hint.

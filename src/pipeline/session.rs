@@ -106,7 +106,8 @@ struct Runtime {
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 static RUNTIME_INIT: Mutex<()> = Mutex::new(());
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// `true` when both paths name the same file (compared as given when either cannot be resolved).
+pub fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,

@@ -101,6 +101,25 @@ expect_eq "request larger than a slot: 54000" "$(state tiny "img_embed(pg_read_b
 expect_eq "54000 says how to fix it" \
   "$(cq tiny -c "SELECT img_embed(pg_read_binary_file('$one'))" 2>&1 | grep -c 'service_memory')" "1"
 
+# Reloaded settings: pg_imgsim.max_batch bounds img_embed_batch's batches; an invalid provider in the server
+# configuration does not make the worker exit or loop (sessions embed in their own backends, and get the
+# error there); pg_cancel_backend does not stop the worker.
+pid0=$(worker_pid svc)
+cq svc -c "ALTER SYSTEM SET pg_imgsim.max_batch = 2" -c "SELECT pg_reload_conf()" >/dev/null; sleep 1
+b0=$(cq svc -c "SELECT batches FROM imgsim_service_stats()")
+cq svc -c "$batch_sql" >/dev/null
+expect_eq "pg_imgsim.max_batch = 2: 8 images of one img_embed_batch run in 4 batches" \
+  "$(cq svc -c "SELECT batches - $b0 FROM imgsim_service_stats()")" "4"
+cq svc -c "ALTER SYSTEM SET pg_imgsim.execution_provider = 'bogus'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 1
+expect_eq "invalid provider in the configuration: 22023 from the session" "$(state svc "img_embed(pg_read_binary_file('$one'))")" "22023"
+cq svc -c "ALTER SYSTEM RESET pg_imgsim.execution_provider" -c "ALTER SYSTEM RESET pg_imgsim.max_batch" -c "SELECT pg_reload_conf()" >/dev/null; sleep 1
+cq svc -c "SELECT pg_cancel_backend($pid0)" >/dev/null
+sleep 0.5
+i0=$(cq svc -c "SELECT images FROM imgsim_service_stats()")
+expect_eq "after both, the same worker serves again" \
+  "$(cq svc -c "SELECT dims(img_embed(pg_read_binary_file('$one')))" -c "SELECT images - $i0 FROM imgsim_service_stats()")|$(worker_pid svc)" "1280
+1|$pid0"
+
 # Cancelled while queued (the service waits 50 ms for a batch to fill) and while running.
 for t in 10ms 70ms 120ms 200ms; do
   cq svc -c "SET statement_timeout = '$t'" -c "SELECT img_embed(pg_read_binary_file('$one'))" >/dev/null 2>"$CLUSTER_BASE/cancel.err"

@@ -34,7 +34,38 @@ pub fn usable(cfg: &EmbedderConfig) -> bool {
 thread_local! {
     /// The slot this backend holds, for the exit callback (a FATAL does not unwind Rust frames).
     static HELD: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Whether this backend counts in the header's `preparing` (same reason).
+    static PREPARING: Cell<bool> = const { Cell::new(false) };
     static EXIT_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts this backend in `preparing` while it decodes images it has not sent yet, so that the service
+/// waits for them to batch them with what is ready.
+fn set_preparing(sh: &Shared, on: bool) {
+    if PREPARING.with(|p| p.replace(on)) != on {
+        let c = &sh.header().preparing;
+        if on {
+            c.fetch_add(1, Ordering::AcqRel);
+        } else {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Leaves `preparing` however `embed_each` ends.
+struct Preparing(Shared);
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        set_preparing(&self.0, false);
+    }
+}
+
+fn register_exit_callback() {
+    if !EXIT_CALLBACK.with(|c| c.replace(true)) {
+        // SAFETY: registering a plain callback once per backend.
+        unsafe { pg_sys::before_shmem_exit(Some(release_on_exit), pg_sys::Datum::from(0usize)) };
+    }
 }
 
 /// Gives slot `i` back: free, or ABANDONED while a live service runs it (that service frees it), or free
@@ -69,9 +100,11 @@ impl Drop for Held {
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn release_on_exit(_code: i32, _arg: pg_sys::Datum) {
-    if let (Some(sh), Some(i)) = (shared(), HELD.with(|h| h.take())) {
+    let Some(sh) = shared() else { return };
+    if let Some(i) = HELD.with(|h| h.take()) {
         give_back(&sh, i);
     }
+    set_preparing(&sh, false);
 }
 
 fn wait_latch(timeout_ms: u64) {
@@ -90,10 +123,6 @@ fn wait_latch(timeout_ms: u64) {
 
 /// Claims a free slot, waiting (interruptibly, backing off to 10 ms) while all are in use.
 fn claim(sh: &Shared) -> Held {
-    if !EXIT_CALLBACK.with(|c| c.replace(true)) {
-        // SAFETY: registering a plain callback once per backend.
-        unsafe { pg_sys::before_shmem_exit(Some(release_on_exit), pg_sys::Datum::from(0usize)) };
-    }
     let n = sh.layout().slots;
     // SAFETY: reading this process's pid.
     let start = (unsafe { pg_sys::MyProcPid } as usize) % n;
@@ -125,7 +154,7 @@ pub fn embed_each(
     let (per, dims) = (p.pre.tensor_len(), p.spec.dims);
     let layout = sh.layout();
     let fit = layout.data_floats / per.max(dims);
-    if fit == 0 {
+    if fit == 0 && !images.is_empty() {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!(
@@ -143,7 +172,11 @@ pub fn embed_each(
         limits: cfg.limits,
         jpeg_dct_scaling: cfg.jpeg_dct_scaling,
         decode_threads: cfg.decode_threads,
-        max_batch: fit.min(cfg.max_batch.max(1)),
+        // Chunks no larger than a slot, the session's batch size or the service's pg_imgsim.max_batch.
+        max_batch: fit
+            .min(cfg.max_batch)
+            .min(super::MAX_BATCH.get().max(1) as usize)
+            .max(1),
     };
     let request = |n: usize, id: u64| Request {
         id,
@@ -156,8 +189,15 @@ pub fn embed_each(
         tensor_len: per as u32,
         dims: dims as u32,
     };
+    register_exit_callback();
+    set_preparing(&sh, true);
+    let _preparing = Preparing(sh);
     preparer.embed_each(images, cancelled, &mut |tensor, n| {
-        submit(&sh, request, model, &tensor, n)
+        set_preparing(&sh, false);
+        let out = submit(&sh, request, model, &tensor, n);
+        // The next chunk, if any, is decoded next.
+        set_preparing(&sh, true);
+        out
     })
 }
 

@@ -133,8 +133,12 @@ pub struct Header {
     pub worker_latch: AtomicPtr<pg_sys::Latch>,
     /// Request ids and submission order.
     pub next_id: AtomicU64,
-    /// `imgsim_pipeline::service::config_key` of the worker's settings (0 until it started).
+    /// `imgsim_pipeline::service::config_key` of the worker's settings (0 until it started, or when its
+    /// settings cannot be served: sessions then embed in their own backends).
     pub config_key: AtomicU64,
+    /// Backends decoding images for a request they have not published yet (the worker waits for them, up to
+    /// `pg_imgsim.max_batch_wait`).
+    pub preparing: AtomicU32,
     pub stats: [ModelStats; STAT_MODELS],
 }
 

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGINT (pg_cancel_backend) only sets pgrx's flag, which nothing reads: a cancel does not stop the service.
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
+    );
     // Connected to no database (like the logical replication launcher): visible in pg_stat_activity with
     // its backend_type, and pg_terminate_backend works on it.
     BackgroundWorker::connect_worker_to_spi(None, None);
@@ -39,7 +42,9 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
     for i in 0..sh.layout().slots {
         SlotState(&sh.slot(i).state).clear_abandoned();
     }
-    publish_config(&sh);
+    if !publish_config(&sh) {
+        restart();
+    }
     h.worker_latch.store(my_latch, Ordering::Release);
     // SAFETY: reading this process's pid.
     h.worker_pid
@@ -63,7 +68,9 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way to reread the configuration in a background worker.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            publish_config(&sh);
+            if !publish_config(&sh) {
+                break;
+            }
         }
         sweep_abandoned(&sh, gen);
         let waiting = collect(&sh);
@@ -81,13 +88,20 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
             continue;
         }
         let waiting = fill_batch(&sh, my_latch, waiting);
+        if stopping() {
+            break; // what is queued waits for the next service process
+        }
         let picked = pick_batch(&waiting, MAX_BATCH.get().max(1) as usize);
         run_batch(&sh, gen, &picked, &mut logged);
     }
     pgrx::log!("pg_imgsim: inference service stopping");
-    // Exit status 1: the postmaster starts a new service (unless the server is shutting down).
+    restart();
+}
+
+/// Exit status 1: the postmaster starts a new service a second later (unless the server is shutting down).
+fn restart() -> ! {
     // SAFETY: ends this background worker the way PostgreSQL's own do.
-    unsafe { pg_sys::proc_exit(1) };
+    unsafe { pg_sys::proc_exit(1) }
 }
 
 /// SIGTERM arrived (pgrx's flag is cleared by reading it; this one stays set).
@@ -136,9 +150,10 @@ fn fill_batch(sh: &Shared, latch: *mut pg_sys::Latch, mut waiting: Vec<Waiting>)
             .filter(|w| Some(w.key) == key)
             .map(|w| w.images as usize)
             .sum();
-        let preparing = (0..sh.layout().slots)
-            .filter(|&i| sh.slot(i).state.load(Ordering::Acquire) == CLAIMED)
-            .count();
+        let preparing = sh.header().preparing.load(Ordering::Acquire) as usize
+            + (0..sh.layout().slots)
+                .filter(|&i| sh.slot(i).state.load(Ordering::Acquire) == CLAIMED)
+                .count();
         let now = Instant::now();
         if !keep_waiting(images, max, preparing) || now >= deadline || stopping() {
             return waiting;
@@ -161,10 +176,43 @@ fn fill_batch(sh: &Shared, latch: *mut pg_sys::Latch, mut waiting: Vec<Waiting>)
 }
 
 /// Publishes the identity of this process's model settings; backends whose session settings differ embed
-/// in their own process.
-fn publish_config(sh: &Shared) {
-    let key = imgsim_pipeline::service::config_key(&crate::pg::embed::config());
-    sh.header().config_key.store(key, Ordering::Release);
+/// in their own process. With settings this process cannot serve (an invalid provider, a library that does
+/// not load) it publishes none, so every session embeds in its own backend and gets the real error there.
+/// `false` when the ONNX Runtime library setting changed: a process cannot load a second library, so the
+/// service must restart.
+fn publish_config(sh: &Shared) -> bool {
+    let key = &sh.header().config_key;
+    let cfg = match crate::pg::embed::config_checked() {
+        Ok(cfg) => cfg,
+        Err(p) => {
+            pgrx::warning!("pg_imgsim: inference service: invalid pg_imgsim.execution_provider \"{p}\"; sessions embed in their own backends");
+            key.store(0, Ordering::Release);
+            return true;
+        }
+    };
+    if let Some(loaded) = imgsim_pipeline::runtime_library() {
+        if !imgsim_pipeline::same_file(loaded, &cfg.ort_library) {
+            pgrx::log!(
+                "pg_imgsim: inference service: pg_imgsim.onnxruntime_library changed; restarting"
+            );
+            key.store(0, Ordering::Release);
+            return false;
+        }
+    }
+    match imgsim_pipeline::init_runtime(&cfg.ort_library) {
+        Ok(()) => key.store(
+            imgsim_pipeline::service::config_key(&cfg),
+            Ordering::Release,
+        ),
+        Err(e) => {
+            pgrx::warning!(
+                "pg_imgsim: inference service: {}; sessions embed in their own backends",
+                e.message()
+            );
+            key.store(0, Ordering::Release);
+        }
+    }
+    true
 }
 
 /// Slots abandoned while an earlier service process ran them (it will never finish them).
