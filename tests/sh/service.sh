@@ -8,6 +8,8 @@
 #   - cancel and statement_timeout work while waiting; terminated waiting sessions give their slots back;
 #   - the worker stopped (pg_terminate_backend) or killed (kill -9, which makes PostgreSQL restart every
 #     process) mid-batch: no caller hangs, a new worker starts and the next call succeeds;
+#   - settings reloaded (max_batch, an invalid provider), pg_cancel_backend of the worker, DROP DATABASE;
+#   - a hot standby runs its own service with the same answers;
 #   - without the preload, imgsim_service_stats() is empty.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -142,6 +144,27 @@ expect_eq "slots of cancelled and terminated sessions are reused (8 callers on 8
   "$(cat "$CLUSTER_BASE"/after.* | sort | uniq -c | awk '{print $1 "x" $2}')" "8x1280"
 expect_eq "no slot in use once idle" "$(cq svc -c "SELECT DISTINCT slots_in_use FROM imgsim_service_stats()")" "0"
 
+# A hot standby of the preloaded cluster runs its own service (the worker starts at a consistent state and
+# connects to no database), with the same answers.
+cluster_setup_dir stby
+if as_pg "$PG_BIN/pg_basebackup" -h "$(cluster_sock svc)" -p "$(cluster_port svc)" -U postgres \
+     -D "$(cluster_data stby)" -R -X stream -c fast >"$(cluster_dir stby)/basebackup.log" 2>&1; then
+  cluster_base_conf stby
+  cluster_conf stby "hot_standby = on" "max_connections = 40"
+  if cluster_start stby; then
+    expect_eq "standby: in recovery, img_embed through its own service = the in-backend path" \
+      "$(cq stby -c "SELECT pg_is_in_recovery()" -c "$digests_sql" -c "SELECT images FROM imgsim_service_stats()")" \
+      "t
+$want
+$n"
+    cluster_stop stby
+  else
+    fail "standby start: $(lines "$(tail -5 "$(cluster_log stby)")")"
+  fi
+else
+  fail "pg_basebackup: $(lines "$(tail -3 "$(cluster_dir stby)/basebackup.log")")"
+fi
+
 # The worker stopped mid-batch (pg_terminate_backend: it exits with status 1 and is restarted).
 old=$(worker_pid svc)
 for k in 1 2 3 4; do
@@ -179,7 +202,7 @@ expect_eq "after the crash restart the next call succeeds" "$ok" "1"
 [ -n "$(worker_pid svc)" ] && [ "$(worker_pid svc)" != "$old" ] && pass "a new worker runs after the crash restart" ||
   fail "no new worker after the crash restart"
 
-for c in plain svc tiny; do
+for c in plain svc tiny stby; do
   expect_eq "$c: no process terminated by a signal other than the test's SIGKILL" \
     "$(grep 'terminated by signal' "$(cluster_log $c)" | grep -vc 'signal 9: Killed')" "0"
   expect_eq "$c: no PANIC or failed assertion" "$(grep -cE 'PANIC|TRAP:' "$(cluster_log $c)")" "0"

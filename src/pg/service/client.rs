@@ -22,14 +22,28 @@ use std::time::{Duration, Instant};
 const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
 
 /// `true` when this call should go through the service: the cluster runs it (library preloaded, service
-/// on, not single-user mode) and the session's model settings are the ones the service runs with.
+/// on, not single-user mode) and the session's model settings are the ones the service runs with. Right
+/// after the server starts, waits up to [`FIRST_START_WAIT`] for the first service process to say which
+/// settings it serves (none ever starts when `max_worker_processes` is used up: then each backend embeds).
 pub fn usable(cfg: &EmbedderConfig) -> bool {
     // SAFETY: reading a PostgreSQL global flag.
     if !unsafe { pg_sys::IsUnderPostmaster } {
         return false;
     }
-    shared().is_some_and(|sh| sh.header().config_key.load(Ordering::Acquire) == config_key(cfg))
+    let Some(sh) = shared() else { return false };
+    let h = sh.header();
+    let started = Instant::now();
+    while h.worker_gen.load(Ordering::Acquire) == 0
+        && h.config_key.load(Ordering::Acquire) == 0
+        && started.elapsed() < FIRST_START_WAIT
+    {
+        wait_latch(10);
+    }
+    h.config_key.load(Ordering::Acquire) == config_key(cfg)
 }
+
+/// See [`usable`].
+const FIRST_START_WAIT: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// The slot this backend holds, for the exit callback (a FATAL does not unwind Rust frames).

@@ -34,6 +34,11 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
         return;
     };
     let h = sh.header();
+    // Settings first: backends that wait for the first service (client::usable) stop waiting when the
+    // generation changes.
+    if !publish_config(&sh) {
+        restart();
+    }
     let gen = h.worker_gen.fetch_add(1, Ordering::AcqRel) + 1;
     // SAFETY: a background worker with shared memory access has its PGPROC latch as MyLatch.
     let my_latch = unsafe { pg_sys::MyLatch };
@@ -41,9 +46,6 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
     for i in 0..sh.layout().slots {
         SlotState(&sh.slot(i).state).clear_abandoned();
-    }
-    if !publish_config(&sh) {
-        restart();
     }
     h.worker_latch.store(my_latch, Ordering::Release);
     // SAFETY: reading this process's pid.
