@@ -3,6 +3,8 @@
 //!   cargo bench -p imgsim-pipeline --bench embed_gpu -- --lib /path/libonnxruntime.so.1.x \
 //!        --model-dir .cache/models [--model resnet34_random] [--images DIR] [--seconds S]
 //!
+//! `--tf32 on|off` and `--nhwc on|off` set the CUDA provider's TF32 math and NHWC kernels (ONNX
+//! Runtime's defaults otherwise: TF32 on, NCHW).
 //! Needs the onnxruntime-gpu library (CUDA 13 + cuDNN 9 on the loader path). Runs the model with
 //! the CUDA provider at batch 1, 32 and 256 (input copied from the host for each call), prints
 //! images/s, then checks that CUDA and CPU outputs agree (cosine >= 0.999) on the same inputs.
@@ -22,6 +24,7 @@ fn main() {
     let mut model = "resnet34_random".to_string();
     let mut images: Option<PathBuf> = None;
     let mut secs = 3.0f64;
+    let (mut tf32, mut nhwc) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -35,6 +38,8 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--seconds S")
             }
+            "--tf32" => tf32 = Some(args.next().expect("--tf32 on|off") == "on"),
+            "--nhwc" => nhwc = Some(args.next().expect("--nhwc on|off") == "on"),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -49,6 +54,8 @@ fn main() {
     let mut cfg = EmbedderConfig::new(&lib, &model_dir);
     cfg.provider = Provider::Cuda;
     cfg.max_batch = 256;
+    cfg.cuda.tf32 = tf32;
+    cfg.cuda.prefer_nhwc = nhwc;
     let gpu = match Embedder::load(&cfg, &model) {
         Ok(e) => e,
         Err(e) => {

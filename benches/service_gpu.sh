@@ -8,7 +8,8 @@
 # `bash .gpucarry/c0/unpack.sh`; then one more `run` with carry [".gpucheck"] and command
 # `bash .gpucheck/run.sh` (this script copied there as run.sh), which prints:
 #   - embed_gpu: CUDA inference at batch 1 / 32 / 256 and CUDA vs CPU agreement (min cosine >= 0.999);
-#   - service_sim: N = 1, 4, 16, 64, 256 client threads sending single images through the service protocol
+#   each with TF32 off, on (ONNX Runtime's default) and on with NHWC kernels (about 2 minutes in all);
+#   - service_sim: N = 1, 16, 64, 256 client threads sending single images through the service protocol
 #     (slots, bincode frames, dynamic batching) against N threads calling batch-1 inference.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +40,12 @@ d=$(cd "$here" && pwd)
 [ -f /root/ort-cuda/env.sh ] || { echo "no /root/ort-cuda/env.sh: unpack the CUDA ONNX Runtime first"; exit 2; }
 . /root/ort-cuda/env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
-"$d/embed_gpu" --lib "$ORT_CUDA_LIB" --model-dir "$d/models" --model efficientnet_lite0 --seconds 3
-"$d/service_sim" --lib "$ORT_CUDA_LIB" --model-dir "$d/models" --provider cuda --clients 1,4,16,64,256 \
-  --seconds 5 --max-batch 256 --max-wait-us 2000
+# FP32 (TF32 off), then ONNX Runtime's default TF32, then TF32 + NHWC kernels.
+for opts in "--tf32 off" "--tf32 on" "--tf32 on --nhwc on"; do
+  echo "=== $opts"
+  # shellcheck disable=SC2086
+  "$d/embed_gpu" --lib "$ORT_CUDA_LIB" --model-dir "$d/models" --model efficientnet_lite0 --seconds 3 $opts
+  # shellcheck disable=SC2086
+  "$d/service_sim" --lib "$ORT_CUDA_LIB" --model-dir "$d/models" --provider cuda --clients 1,16,64,256 \
+    --seconds 4 --max-batch 256 --max-wait-us 2000 $opts
+done

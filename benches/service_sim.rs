@@ -6,7 +6,7 @@
 //!
 //!   cargo bench -p imgsim-pipeline --bench service_sim -- --lib PATH/libonnxruntime.so \
 //!       [--model-dir DIR] [--model NAME] [--provider cpu|cuda] [--clients 1,4,16] [--seconds S]
-//!       [--max-batch 32] [--max-wait-us 2000]
+//!       [--max-batch 32] [--max-wait-us 2000] [--tf32 on|off] [--nhwc on|off]
 //!
 //! Inputs are preprocessed once (pseudo-random tensors): this measures the inference side; decoding runs
 //! in the backends, in parallel, and is measured by `embed_cpu`.
@@ -40,6 +40,7 @@ fn main() {
     let mut provider = Provider::Cpu;
     let mut clients = vec![1usize, 4, 16];
     let (mut secs, mut max_batch, mut max_wait_us) = (5.0f64, 32usize, 2000u64);
+    let mut cuda = imgsim_pipeline::CudaOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -57,6 +58,8 @@ fn main() {
             "--seconds" => secs = val().parse().expect("--seconds S"),
             "--max-batch" => max_batch = val().parse().expect("--max-batch N"),
             "--max-wait-us" => max_wait_us = val().parse().expect("--max-wait-us US"),
+            "--tf32" => cuda.tf32 = Some(val() == "on"),
+            "--nhwc" => cuda.prefer_nhwc = Some(val() == "on"),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -67,6 +70,7 @@ fn main() {
     };
     let mut cfg = EmbedderConfig::new(&lib, &model_dir);
     cfg.provider = provider;
+    cfg.cuda = cuda;
     let e = Embedder::load(&cfg, &model).unwrap_or_else(|err| {
         eprintln!("service_sim: cannot load {model}: {err}");
         std::process::exit(2);

@@ -26,8 +26,8 @@ pub use model::{file_sha256, is_valid_model_name, FileId, ModelInfo, ModelRegist
 pub use preprocess::Preprocessor;
 pub use session::{
     all_or_first_error, clear_session_cache, effective_intra_threads, init_runtime,
-    runtime_library, same_file, session_cache_len, ActiveProvider, Embedder, EmbedderConfig,
-    ImageResult, Preparer, Provider, SESSION_CACHE_CAPACITY,
+    runtime_library, same_file, session_cache_len, ActiveProvider, CudaOptions, Embedder,
+    EmbedderConfig, ImageResult, Preparer, Provider, SESSION_CACHE_CAPACITY,
 };
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

@@ -81,6 +81,17 @@ pub struct EmbedderConfig {
     /// Decode JPEGs at a reduced DCT scale when the model's resize allows it (much faster on large
     /// photos; embeddings stay within the parity tolerance).
     pub jpeg_dct_scaling: bool,
+    /// CUDA execution provider options (ONNX Runtime's defaults where `None`).
+    pub cuda: CudaOptions,
+}
+
+/// Options of the CUDA execution provider; `None` keeps ONNX Runtime's default (TF32 on, NCHW kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CudaOptions {
+    /// TF32 tensor-core math for float32 convolutions and matmuls (`use_tf32`).
+    pub tf32: Option<bool>,
+    /// NHWC convolution kernels (`prefer_nhwc`; needs an ONNX Runtime built with them).
+    pub prefer_nhwc: Option<bool>,
 }
 
 impl EmbedderConfig {
@@ -94,6 +105,7 @@ impl EmbedderConfig {
             max_batch: 32,
             limits: Limits::default(),
             jpeg_dct_scaling: true,
+            cuda: CudaOptions::default(),
         }
     }
 }
@@ -243,6 +255,7 @@ struct SessionKey {
     name: String,
     provider: Provider,
     intra_threads: usize,
+    cuda: CudaOptions,
     onnx: Option<FileId>,
     json: Option<FileId>,
 }
@@ -379,6 +392,7 @@ fn build_session(
     onnx: &Path,
     provider: Provider,
     intra_threads: usize,
+    cuda: CudaOptions,
 ) -> Result<(Session, ActiveProvider, Option<String>)> {
     let model_err = |m: String| {
         Error::new(
@@ -400,9 +414,14 @@ fn build_session(
                 );
             }
             let mut b = new_builder(rt, intra_threads)?;
-            ort::ep::CUDA::default()
-                .register(&mut b)
-                .map_err(|e| e.to_string())?;
+            let mut ep = ort::ep::CUDA::default();
+            if let Some(on) = cuda.tf32 {
+                ep = ep.with_tf32(on);
+            }
+            if let Some(on) = cuda.prefer_nhwc {
+                ep = ep.with_prefer_nhwc(on);
+            }
+            ep.register(&mut b).map_err(|e| e.to_string())?;
             commit(&mut b, onnx)
         })();
         match attempt {
@@ -437,7 +456,7 @@ fn load_model(
     let onnx = registry.onnx_path(name)?;
     let rt = runtime(&cfg.ort_library)?;
     let (session, provider, cuda_note) =
-        build_session(rt, name, &onnx, cfg.provider, intra_threads)?;
+        build_session(rt, name, &onnx, cfg.provider, intra_threads, cfg.cuda)?;
     let names = |o: &[ort::value::Outlet]| {
         o.iter()
             .map(|x| x.name().to_string())
@@ -518,6 +537,7 @@ impl Embedder {
             name: name.to_string(),
             provider: cfg.provider,
             intra_threads,
+            cuda: cfg.cuda,
             onnx: FileId::of(&onnx),
             json: FileId::of(&json),
         };
