@@ -101,9 +101,12 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
 }
 
 /// Exit status 1: the postmaster starts a new service a second later (unless the server is shutting down).
+// proc_exit is `-> !` in some majors' bindings and `-> ()` in others (PostgreSQL 18).
+#[allow(unreachable_code)]
 fn restart() -> ! {
     // SAFETY: ends this background worker the way PostgreSQL's own do.
-    unsafe { pg_sys::proc_exit(1) }
+    unsafe { pg_sys::proc_exit(1) };
+    unreachable!("proc_exit returned")
 }
 
 /// SIGTERM arrived (pgrx's flag is cleared by reading it; this one stays set).
