@@ -57,26 +57,17 @@ pub struct Request {
 }
 
 impl Request {
-    /// Requests that may share one batch: same model, directory, library, provider and threads.
+    /// Requests that may share one batch: same model, directory, library, provider, threads and input size.
+    /// Collisions only cost a check in the service, which compares the full requests before batching them.
     pub fn batch_key(&self) -> u64 {
-        // FNV-1a over the fields that select a session; collisions only cost a check in the service,
-        // which compares the full requests before batching them.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        };
-        eat(self.model.as_bytes());
-        eat(self.model_dir.as_bytes());
-        eat(self.ort_library.as_bytes());
-        eat(&[self.provider as u8]);
-        eat(&self.intra_threads.to_le_bytes());
-        eat(&self.tensor_len.to_le_bytes());
-        h
+        Fnv::new()
+            .field(self.model.as_bytes())
+            .field(self.model_dir.as_bytes())
+            .field(self.ort_library.as_bytes())
+            .field(&[self.provider as u8])
+            .field(&self.intra_threads.to_le_bytes())
+            .field(&self.tensor_len.to_le_bytes())
+            .finish()
     }
 
     /// `true` when `other` may run in the same session call as `self`.
@@ -287,18 +278,40 @@ pub fn pick_batch(waiting: &[Waiting], max_images: usize) -> Vec<usize> {
 /// provider, threads): a backend uses the service only while its session's key is the service's (a session
 /// that SETs another provider, or a role with its own library setting, embeds in its own process).
 pub fn config_key(cfg: &crate::EmbedderConfig) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes.iter().chain(&[0xffu8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+    Fnv::new()
+        .field(cfg.ort_library.as_os_str().as_encoded_bytes())
+        .field(cfg.model_dir.as_os_str().as_encoded_bytes())
+        .field(&[cfg.provider as u8])
+        .field(&(cfg.intra_threads as u64).to_le_bytes())
+        .finish()
+        | 1 // never 0, which means "no service settings"
+}
+
+/// Key of a model name in the service's statistics and queue counts.
+pub fn model_hash(name: &str) -> u64 {
+    Fnv::new().field(name.as_bytes()).finish()
+}
+
+/// FNV-1a over fields, each closed by a 0xff byte (so ("ab", "c") and ("a", "bc") differ).
+#[derive(Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn field(mut self, bytes: &[u8]) -> Fnv {
+        for &b in bytes.iter().chain(&[0xff]) {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-    };
-    eat(cfg.ort_library.as_os_str().as_encoded_bytes());
-    eat(cfg.model_dir.as_os_str().as_encoded_bytes());
-    eat(&[cfg.provider as u8]);
-    eat(&(cfg.intra_threads as u64).to_le_bytes());
-    h | 1 // never 0, which means "no service config yet"
+        self
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
 }
 
 /// Whether the service should wait (up to its `max_batch_wait`) before running what is ready: only while the

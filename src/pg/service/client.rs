@@ -122,17 +122,8 @@ unsafe extern "C-unwind" fn release_on_exit(_code: i32, _arg: pg_sys::Datum) {
 }
 
 fn wait_latch(timeout_ms: u64) {
-    // SAFETY: this backend's own latch; WL_EXIT_ON_PM_DEATH ends the process if the postmaster dies.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            timeout_ms as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    pg_sys::check_for_interrupts!();
+    // SAFETY: reading this backend's latch pointer.
+    super::wait_latch(unsafe { pg_sys::MyLatch }, timeout_ms);
 }
 
 /// Claims a free slot, waiting (interruptibly, backing off to 10 ms) while all are in use.

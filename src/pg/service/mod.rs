@@ -13,6 +13,7 @@
 pub mod client;
 pub mod worker;
 
+pub use imgsim_pipeline::service::model_hash;
 use imgsim_pipeline::service::{Layout, FRAME_BYTES};
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
@@ -311,11 +312,21 @@ impl Shared {
     }
 }
 
-/// FNV-1a of a model name (the statistics' and the queue counts' key).
-pub fn model_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// Waits on `latch` up to `ms` milliseconds or until it is set, resets it, and serves interrupts (cancel and
+/// `statement_timeout` in a backend; procsignal barriers in the worker). Ends the process if the postmaster
+/// dies.
+pub fn wait_latch(latch: *mut pg_sys::Latch, ms: u64) {
+    // SAFETY: `latch` is this process's own latch (MyLatch).
+    unsafe {
+        pg_sys::WaitLatch(
+            latch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(latch);
+    }
+    pg_sys::check_for_interrupts!();
 }
 
 /// `imgsim_service_stats()`: per model, the requests waiting, batches, images, mean batch size, provider,

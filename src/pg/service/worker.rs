@@ -6,7 +6,7 @@
 //! An ERROR or panic here ends the process (exit 1); the postmaster starts a new one a second later, whose
 //! generation number tells waiting backends that their running requests will not be answered.
 
-use super::{model_hash, shared, Shared, MAX_BATCH, MAX_BATCH_WAIT, STAT_MODELS};
+use super::{model_hash, shared, wait_latch, Shared, MAX_BATCH, MAX_BATCH_WAIT, STAT_MODELS};
 use imgsim_pipeline::service::{
     keep_waiting, pick_batch, read_frame, write_frame, Outcome, Request, Response, SlotState,
     Waiting, CLAIMED, READY,
@@ -77,16 +77,7 @@ pub extern "C-unwind" fn imgsim_service_main(_arg: pg_sys::Datum) {
         sweep_abandoned(&sh, gen);
         let waiting = collect(&sh);
         if waiting.is_empty() {
-            // SAFETY: waiting on our own latch; WL_EXIT_ON_PM_DEATH ends the process with the postmaster.
-            unsafe {
-                pg_sys::WaitLatch(
-                    my_latch,
-                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
-                        as i32,
-                    1000,
-                    pg_sys::PG_WAIT_EXTENSION,
-                )
-            };
+            wait_latch(my_latch, 1000);
             continue;
         }
         let waiting = fill_batch(&sh, my_latch, waiting);
@@ -164,18 +155,8 @@ fn fill_batch(sh: &Shared, latch: *mut pg_sys::Latch, mut waiting: Vec<Waiting>)
             return waiting;
         }
         // Each published request sets the latch; the timeout is whole milliseconds.
-        let ms = (deadline - now).as_micros().div_ceil(1000).max(1) as std::ffi::c_long;
-        // SAFETY: waiting on our own latch, as in the main loop.
-        unsafe {
-            pg_sys::WaitLatch(
-                latch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                ms,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(latch);
-        }
-        pg_sys::check_for_interrupts!();
+        let ms = (deadline - now).as_micros().div_ceil(1000).max(1) as u64;
+        wait_latch(latch, ms);
         waiting = collect(sh);
     }
 }
