@@ -13,6 +13,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[path = "inputs.rs"]
+mod inputs;
+
 use imgsim_pipeline::{cosine, ActiveProvider, Embedder, EmbedderConfig, Provider};
 
 fn main() {
@@ -85,19 +88,7 @@ fn main() {
         }
     }
     if pool.is_empty() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..64 {
-            pool.push(
-                (0..per)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-                    })
-                    .collect(),
-            );
-        }
+        pool = inputs::random_tensors(64, per);
     }
     println!(
         "embed_gpu: model {model}, {} distinct inputs, library {}",

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "inputs.rs"]
+mod inputs;
+
 use imgsim_pipeline::service::{
     keep_waiting, pick_batch, read_frame, write_frame, Outcome, Request, Response, SlotState,
     Waiting, CLAIMED, DONE, FRAME_BYTES, READY,
@@ -76,19 +79,7 @@ fn main() {
         std::process::exit(2);
     });
     let (per, dims) = (e.tensor_len(), e.dims());
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let pool: Vec<Vec<f32>> = (0..16)
-        .map(|_| {
-            (0..per)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-                })
-                .collect()
-        })
-        .collect();
+    let pool = inputs::random_tensors(16, per);
     let pool = Arc::new(pool);
     e.infer(pool[0].clone(), 1).expect("warm-up");
     println!(
