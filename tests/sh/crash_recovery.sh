@@ -15,6 +15,9 @@
 #            the next VACUUM finishes the job (lsh_index_check clean, index holds exactly the live rows).
 #   round 5: SIGKILL while an index created on an empty table rebuilds its bucket structure (grow.rs);
 #            VACUUM then reuses the structure pages the interrupted rebuild left unused.
+#   round 6: split vectors (600-d: heads and tails written, and freed, in one WAL record over two pages):
+#            3 clients insert while another deletes and VACUUMs, the cluster is SIGKILLed; every
+#            acknowledged row is found, lsh_index_check is clean before and after VACUUM.
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -338,6 +341,47 @@ if cluster_start p; then
     "$(cq p -c "SELECT superbuckets > 1 FROM lsh_index_info('g_idx')")" "t"
 else
   fail "crash round 5: server does not restart: $(tail -5 "$(cluster_log p)")"
+fi
+
+# Round 6: split vectors under load (two-page WAL records on insert and VACUUM), whole cluster SIGKILLed.
+rand600="ARRAY(SELECT random() FROM generate_series(1,600))::embedding(600)"
+cq p >/dev/null <<SQL || fail "crash round 6: setup"
+CREATE TABLE s (id bigserial PRIMARY KEY, v embedding(600) NOT NULL);
+INSERT INTO s(v) SELECT ARRAY(SELECT random() FROM generate_series(1,600) WHERE g > 0) FROM generate_series(1,400) g;
+CREATE INDEX s_idx ON s USING lsh (v);
+CHECKPOINT;
+SQL
+for k in 1 2 3; do
+  yes "INSERT INTO s(v) SELECT $rand600 RETURNING id;" \
+    | "$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+      >"$work/sins.$k" 2>"$work/sins.$k.err" &
+done
+yes "DELETE FROM s WHERE id IN (SELECT id FROM s WHERE id <= 400 ORDER BY random() LIMIT 5) RETURNING -id;
+VACUUM s;" | "$PG_BIN/psql" -h "$(cluster_sock p)" -p "$(cluster_port p)" -U postgres -qXAt \
+  >"$work/sdel" 2>"$work/sdel.err" &
+sleep 4
+cluster_crash p || fail "crash round 6: could not kill the cluster"
+wait_clients
+if cluster_start p; then
+  pass "crash round 6: server restarts after SIGKILL during inserts and VACUUM of split vectors"
+  cat "$work"/sins.? | grep -E '^[0-9]+$' | sort -n >"$work/sacked"
+  acked=$(wc -l <"$work/sacked")
+  [ "$acked" -gt 0 ] || fail "crash round 6: no insert was acknowledged ($(head -c 300 "$work/sins.1.err"))"
+  missing=$(comm -23 <(sort "$work/sacked") <(cq p -c "SELECT id FROM s" | sort) | wc -l)
+  expect_eq "crash round 6: all $acked acknowledged inserts survived" "$missing" 0
+  echo "round 6: $acked acknowledged inserts, $(grep -cE '^-[0-9]+$' "$work/sdel") acknowledged deletes"
+  problems=$(cq p -c "SELECT * FROM lsh_index_check('s_idx')" 2>&1)
+  expect_eq "crash round 6: lsh_index_check clean after recovery" "$(lines "$problems")" ""
+  bad=$(cq p -c "SET enable_seqscan = off" -c "SET lsh.rerank = 100000" \
+    -c "SELECT id FROM s WHERE (id IN ($(tail -60 "$work/sacked" | idlist)) OR id % 7 = 0) AND id <> (SELECT s2.id FROM s s2 ORDER BY s2.v <-> s.v LIMIT 1)" 2>&1)
+  expect_eq "crash round 6: newest acknowledged rows and a sample are their own nearest neighbours" "$(lines "$bad")" ""
+  problems=$(cq p -c "DELETE FROM s WHERE id % 2 = 0" -c "VACUUM s" -c "SELECT * FROM lsh_index_check('s_idx')" 2>&1)
+  expect_eq "crash round 6: lsh_index_check clean after deleting half and VACUUM" "$(lines "$problems")" ""
+  expect_eq "crash round 6: the index holds exactly the live rows" \
+    "$(cq p -c "SET enable_seqscan = off" -c "SELECT count(*) FROM (SELECT id FROM s ORDER BY v <-> NULL) x")" \
+    "$(cq p -c "SELECT count(*) FROM s")"
+else
+  fail "crash round 6: server does not restart: $(tail -5 "$(cluster_log p)")"
 fi
 
 panics=$(grep -E 'PANIC|TRAP:|was terminated by signal (6|11)' "$(cluster_log p)" | head -5)

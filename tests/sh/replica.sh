@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Physical replication of the lsh index (its pages are WAL-logged through GenericXLog): a streaming
 # standby made with pg_basebackup -R replays CREATE INDEX, inserts, DELETE + VACUUM, the first insert
-# into an index built on an empty table and its in-place layout rebuilds as it grows, and a REINDEX with
-# new options; index scans on the standby
+# into an index built on an empty table and its in-place layout rebuilds as it grows, split vectors
+# (600-d), and a REINDEX with new options; index scans on the standby
 # return exactly the primary's top-10 ids, and lsh_index_check is clean on both.
 # Runs throwaway clusters as the postgres user (tests/sh/cluster.sh).
 set -uo pipefail
@@ -49,6 +49,14 @@ CREATE TABLE e (id int PRIMARY KEY, v embedding(16));
 CREATE INDEX eidx ON e USING lsh (v) WITH (tables = 3);
 INSERT INTO e SELECT g, near(1 + g % 40, g) FROM generate_series(1, 800) g;
 INSERT INTO e SELECT g, near(1 + g % 40, g) FROM generate_series(801, 12000) g;
+-- Split vectors (600-d: heads and tails on two pages, one WAL record): build, inserts, DELETE + VACUUM.
+CREATE TABLE w (id int PRIMARY KEY, v embedding(600));
+INSERT INTO w SELECT g, ARRAY(SELECT random() FROM generate_series(1,600) WHERE g > 0) FROM generate_series(1, 500) g;
+CREATE INDEX widx ON w USING lsh (v);
+INSERT INTO w SELECT g, ARRAY(SELECT random() FROM generate_series(1,600) WHERE g > 0) FROM generate_series(501, 800) g;
+DELETE FROM w WHERE id % 5 = 0;
+VACUUM w;
+INSERT INTO w SELECT g, ARRAY(SELECT random() FROM generate_series(1,600) WHERE g > 0) FROM generate_series(801, 1000) g;
 -- 20 query vectors near the data.
 CREATE TABLE q AS SELECT g AS qid, near(1 + (g * 7) % 40, -g) AS v FROM generate_series(1, 20) g;
 SQL
@@ -81,6 +89,16 @@ for tbl in t e; do
   expect_eq "replica: $tbl: 20 queries, top-10 ids on the standby == on the primary" "$stby" "$prim"
 done
 
+# Split vectors: the standby's top-10 (exact: the rerank covers every row) equals the primary's.
+wtop() {
+  cq "$1" -c "SET enable_seqscan = off" -c "SET lsh.rerank = 100000" -c "
+    SELECT w0.id, (SELECT string_agg(id::text, ',') FROM (SELECT id FROM w ORDER BY w.v <-> w0.v LIMIT 10) s)
+    FROM w w0 WHERE w0.id % 50 = 1 ORDER BY w0.id"
+}
+prim=$(wtop p)
+[ "$(echo "$prim" | grep -c ',')" = 20 ] || fail "replica: primary top-10 of w incomplete: $(lines "$prim")"
+expect_eq "replica: w (600-d, split vectors): 20 queries, top-10 ids on the standby == on the primary" "$(wtop s)" "$prim"
+
 expect_eq "replica: eidx grew on the primary, the standby has the same layout" \
   "$(cq s -c "SELECT superbuckets > 1, bits, layout_rows FROM lsh_index_info('eidx')")" \
   "$(cq p -c "SELECT superbuckets > 1, bits, layout_rows FROM lsh_index_info('eidx')")"
@@ -95,7 +113,7 @@ echo "replica: recall@10 of idx on the primary: $recall"
 awk -v r="$recall" 'BEGIN {exit !(r >= 0.9)}' && pass "replica: recall@10 $recall >= 0.9" || fail "replica: recall@10 $recall < 0.9"
 
 for node in p s; do
-  for ix in idx eidx; do
+  for ix in idx eidx widx; do
     problems=$(cq $node -c "SELECT * FROM lsh_index_check('$ix')" 2>&1)
     expect_eq "replica: lsh_index_check('$ix') clean on $( [ $node = p ] && echo primary || echo standby)" "$(lines "$problems")" ""
   done

@@ -96,6 +96,9 @@ struct BuildState {
     /// Vectors waiting on `page` (offset, heap tid) are addressed once the page's block is known.
     pending: Vec<pg_sys::OffsetNumber>,
     vrefs: Vec<VectorRef>,
+    /// The block `page` must be written to: it starts with the tail of a vector whose head (written
+    /// already) names that block.
+    tail_block: Option<pg_sys::BlockNumber>,
     mean: Option<MeanAccumulator>,
     index: pg_sys::Relation,
     /// Per-row memory (detoasted vectors), reset after every row.
@@ -103,14 +106,39 @@ struct BuildState {
 }
 
 impl BuildState {
-    fn flush(&mut self) {
-        if let Some(p) = self.page.take() {
-            if !p.is_empty() {
-                let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &p);
-                self.vrefs
-                    .extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
-            }
+    /// Writes the current page (if it holds anything) and addresses its vectors; returns its block.
+    fn flush(&mut self) -> Option<pg_sys::BlockNumber> {
+        let p = self.page.take().filter(|p| !p.is_empty())?;
+        let blk = write_new_page(self.index, pg_sys::ForkNumber::MAIN_FORKNUM, &p);
+        if self.tail_block.take().is_some_and(|t| t != blk) {
+            not_consecutive();
         }
+        self.vrefs
+            .extend(self.pending.drain(..).map(|off| VectorRef::new(blk, off)));
+        Some(blk)
+    }
+
+    /// Stores a vector that does not fit whole on the current page as a head (its first `k` values) at
+    /// the end of that page and a tail as the first item of the next page. Pages are appended in order
+    /// while the build loads vectors, so the next page's block is known before it is written (checked).
+    fn add_split(&mut self, tid: pg_sys::ItemPointerData, values: &[f32], k: usize) {
+        let this_block = shape::nblocks(self.index);
+        let tail_ref = VectorRef::new(this_block + 1, 1);
+        let head = VectorItem::encode_head(tid, &values[..k], tail_ref);
+        let off = self
+            .page
+            .as_mut()
+            .and_then(|p| p.add(&head))
+            .expect("the head was sized to the page's room");
+        self.pending.push(off);
+        let written = self.flush();
+        let mut p = LocalPage::new(page::KIND_VECTOR);
+        let tail_off = p.add(&VectorItem::encode_tail(tid, &values[k..]));
+        if written != Some(this_block) || tail_off != Some(tail_ref.offset()) {
+            not_consecutive();
+        }
+        self.page = Some(p);
+        self.tail_block = Some(tail_ref.block());
     }
 
     fn add(&mut self, tid: pg_sys::ItemPointerData, values: &[f32]) {
@@ -131,20 +159,22 @@ impl BuildState {
             );
         }
         let item = VectorItem::encode(tid, values);
-        if self.page.is_none() {
-            self.page = Some(LocalPage::new(page::KIND_VECTOR));
+        let p = self
+            .page
+            .get_or_insert_with(|| LocalPage::new(page::KIND_VECTOR));
+        match p.add(&item) {
+            Some(off) => self.pending.push(off),
+            None => match page::split_head_values(p.page().free_space(), values.len()) {
+                Some(k) => self.add_split(tid, values, k),
+                None => {
+                    self.flush();
+                    let mut p = LocalPage::new(page::KIND_VECTOR);
+                    let off = p.add(&item).expect("a vector item fits an empty page");
+                    self.page = Some(p);
+                    self.pending.push(off);
+                }
+            },
         }
-        let off = match self.page.as_mut().and_then(|p| p.add(&item)) {
-            Some(off) => off,
-            None => {
-                self.flush();
-                let mut p = LocalPage::new(page::KIND_VECTOR);
-                let off = p.add(&item).expect("a vector item fits an empty page");
-                self.page = Some(p);
-                off
-            }
-        };
-        self.pending.push(off);
         // Fail early, during the heap scan, when the structure will not fit (bits do not change its size).
         let rows = self.vrefs.len() + self.pending.len();
         if rows.is_multiple_of(1 << 16) {
@@ -154,6 +184,15 @@ impl BuildState {
             );
         }
     }
+}
+
+/// ERROR: a split vector's tail was not written where its head says (something else extended the index
+/// during the build's load phase).
+fn not_consecutive() -> ! {
+    error(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        "lsh index build: vector pages are not consecutive",
+    )
 }
 
 /// Backend memory that [`write_structure`] holds per row: every table's bucket code, the sketch, the
@@ -325,6 +364,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         page: None,
         pending: Vec::new(),
         vrefs: Vec::new(),
+        tail_block: None,
         mean: None,
         index,
         // SAFETY: a child of the build's context, deleted with it (and explicitly below).

@@ -123,6 +123,9 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
     // 1. Vector pages.
     let mut vectors: HashMap<VectorRef, (pg_sys::ItemPointerData, Vec<f32>)> = HashMap::new();
     let mut deleted: HashSet<VectorRef> = HashSet::new();
+    // Split vectors: tails by address, and (head, tail, heap tid, deleted) of every head.
+    let mut tails: HashMap<VectorRef, (pg_sys::ItemPointerData, Vec<f32>)> = HashMap::new();
+    let mut heads = Vec::new();
     for blk in 1..nblocks {
         let buf = Locked::read(index, blk, Lock::Share);
         let p = buf.page();
@@ -132,24 +135,74 @@ fn check(oid: pg_sys::Oid) -> Vec<String> {
         }
         if kind == page::KIND_VECTOR {
             for off in 1..=p.max_offset() {
-                if let Some(b) = p.item(off) {
-                    let it = VectorItem::parse(b);
-                    if it.deleted() {
-                        deleted.insert(VectorRef::new(blk, off));
-                        continue;
-                    }
-                    let mut vals = Vec::new();
-                    it.values_into(&mut vals);
-                    if vals.len() != meta.dims as usize {
-                        problems.push(format!(
-                            "vector at block {blk} offset {off} has {} dimensions, index has {}",
-                            vals.len(),
-                            meta.dims
-                        ));
-                    }
-                    vectors.insert(VectorRef::new(blk, off), (it.heap_tid(), vals));
+                let Some(b) = p.item(off) else { continue };
+                let v = VectorRef::new(blk, off);
+                let Some(it) = VectorItem::parse(b) else {
+                    problems.push(format!(
+                        "vector item at block {blk} offset {off} is too short ({} bytes)",
+                        b.len()
+                    ));
+                    continue;
+                };
+                let mut vals = Vec::new();
+                it.values_into(&mut vals);
+                if it.is_tail() {
+                    tails.insert(v, (it.heap_tid(), vals));
+                    continue;
+                }
+                if let Some(t) = it.tail {
+                    heads.push((v, t, it.heap_tid(), it.deleted()));
+                }
+                if it.deleted() {
+                    deleted.insert(v);
+                } else {
+                    vectors.insert(v, (it.heap_tid(), vals));
                 }
             }
+        }
+    }
+    // Split vectors: each head's tail on a later block, of the same heap row, claimed by no other head.
+    if meta.version < 2 && !heads.is_empty() {
+        problems.push(format!(
+            "format version {} index holds split vectors (version 2 and later only)",
+            meta.version
+        ));
+    }
+    for (v, t, tid, dead) in heads {
+        let tail = tails.remove(&t);
+        let ok = t.block() > v.block()
+            && tail
+                .as_ref()
+                .is_some_and(|(ttid, _)| page::tid_parts(ttid) == page::tid_parts(&tid));
+        if !ok {
+            problems.push(format!(
+                "the tail ({},{}) of the vector at block {} offset {} is missing",
+                t.block(),
+                t.offset(),
+                v.block(),
+                v.offset()
+            ));
+        } else if let (false, Some((_, rest)), Some((_, vals))) = (dead, tail, vectors.get_mut(&v))
+        {
+            vals.extend_from_slice(&rest);
+        }
+    }
+    for t in tails.keys() {
+        problems.push(format!(
+            "vector tail at block {} offset {} belongs to no vector",
+            t.block(),
+            t.offset()
+        ));
+    }
+    for (v, (_, vals)) in &vectors {
+        if vals.len() != meta.dims as usize {
+            problems.push(format!(
+                "vector at block {} offset {} has {} dimensions, index has {}",
+                v.block(),
+                v.offset(),
+                vals.len(),
+                meta.dims
+            ));
         }
     }
 

@@ -140,11 +140,9 @@ fn stored_vectors(index: pg_sys::Relation, old: &Shape) -> (Vec<VectorRef>, Mean
     let params = old.params();
     let mut mean = MeanAccumulator::new(params.dims as usize, params.metric);
     let mut vrefs = Vec::new();
-    let mut values = Vec::with_capacity(params.dims as usize);
-    shape::for_each_live_vector(index, |vref, item| {
-        item.values_into(&mut values);
+    shape::for_each_live_vector(index, true, |vref, _, values| {
         // Every stored row is kept; only the mean skips what it cannot use.
-        let _ = mean.add(&values);
+        let _ = mean.add(values);
         vrefs.push(vref);
     });
     (vrefs, mean)

@@ -26,7 +26,7 @@ mod tests {
             let index = pg_sys::index_open(oid, lock);
             let old = shape::load(index).expect("index set up");
             let mut vrefs = Vec::new();
-            shape::for_each_live_vector(index, |v, _| vrefs.push(v));
+            shape::for_each_live_vector(index, false, |v, _, _| vrefs.push(v));
             let before = shape::nblocks(index);
             grow::set_rebuild_pending(index, true);
             let mean = old.model.mean().to_vec();

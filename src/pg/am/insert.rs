@@ -75,7 +75,9 @@ fn insert_locked(
             format!("cannot hash embedding: {e}"),
         )
     });
-    let vref = insert_vector(index, &VectorItem::encode(tid, values));
+    // Version-1 indexes stay readable by the pg_imgsim that built them: no split vectors there.
+    let split = shape.meta.version >= 2;
+    let vref = insert_vector(index, tid, values, split);
     let mut longest = 0;
     for (t, &code) in hash.codes.iter().enumerate() {
         longest = longest.max(insert_entry(
@@ -140,8 +142,15 @@ thread_local! {
     static TARGET: std::cell::RefCell<std::collections::HashMap<u32, pg_sys::BlockNumber>> = Default::default();
 }
 
-/// Puts a vector item on a VECTOR page with room; returns its address.
-fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
+/// Puts a vector on a VECTOR page with room; returns its address. When this backend's last vector page
+/// has room for part of it (and `split` allows), its head goes there and its tail on a new page.
+fn insert_vector(
+    index: pg_sys::Relation,
+    tid: pg_sys::ItemPointerData,
+    values: &[f32],
+    split: bool,
+) -> VectorRef {
+    let item = &VectorItem::encode(tid, values)[..];
     let need = page::maxalign(item.len()) + size_of::<pg_sys::ItemIdData>();
     // SAFETY: `index` is an open relation.
     let oid = unsafe { (*index).rd_id }.to_u32();
@@ -168,7 +177,11 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
             TARGET.with(|t| t.borrow_mut().insert(oid, blk));
             return VectorRef::new(blk, off);
         }
-        // Stale FSM entry: correct it and look again.
+        if let Some(k) = page::split_head_values(free, values.len()).filter(|_| split && is_vector)
+        {
+            return insert_split(index, buf, tid, values, k);
+        }
+        // Stale FSM entry (or a last page without room): correct it and look again.
         buf.record_free_space_as(index, if is_vector { free } else { 0 });
     }
     let mut buf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
@@ -177,6 +190,39 @@ fn insert_vector(index: pg_sys::Relation, item: &[u8]) -> VectorRef {
     let blk = buf.block();
     TARGET.with(|t| t.borrow_mut().insert(oid, blk));
     VectorRef::new(blk, off)
+}
+
+/// Stores a vector as a head (its first `k` values) on the locked page `buf`, which has room for it, and
+/// a tail on a new page, both in one WAL record; returns the head's address.
+fn insert_split(
+    index: pg_sys::Relation,
+    mut buf: Locked,
+    tid: pg_sys::ItemPointerData,
+    values: &[f32],
+    k: usize,
+) -> VectorRef {
+    // The new page is the relation's last block: later than the head's, as readers' lock order needs.
+    let mut tail_buf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let tail_blk = tail_buf.block();
+    let w = PageWrite::start(index);
+    // The head's page is registered first: redo locks the pages in this (ascending) order too.
+    let mut head_page = w.page(&mut buf, false);
+    let mut tail_page = w.page(&mut tail_buf, true);
+    tail_page.init(page::KIND_VECTOR);
+    let tail_off = tail_page
+        .add_item(&VectorItem::encode_tail(tid, &values[k..]))
+        .expect("a tail fits an empty page");
+    let head = VectorItem::encode_head(tid, &values[..k], VectorRef::new(tail_blk, tail_off));
+    let off = head_page
+        .add_item(&head)
+        .expect("the head was sized to the page's room");
+    w.finish();
+    buf.record_free_space(index);
+    tail_buf.record_free_space(index);
+    // SAFETY: `index` is an open relation.
+    let oid = unsafe { (*index).rd_id }.to_u32();
+    TARGET.with(|t| t.borrow_mut().insert(oid, tail_blk));
+    VectorRef::new(buf.block(), off)
 }
 
 /// Adds `item` to the locked buffer's page in one WAL record (`fresh`: initialise the page first).

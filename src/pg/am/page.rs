@@ -11,6 +11,13 @@
 //! - BUCKET pages: items `[code u32][vector block u32][vector offset u16][pad u16][sketch u64 × W]`, one
 //!   per (row, table); chained through the special area's `next`.
 //! - VECTOR pages: items `[heap block u32][heap offset u16][flags u16][f32 × dims]`, one per indexed row.
+//!   From format version 2 a vector that does not fit the room left on a page is stored in two items
+//!   (so that 512- or 1280-d vectors fill pages instead of leaving a quarter or more of each empty): a
+//!   head `[heap block][heap offset][flags: SPLIT][tail block u32][tail offset u16][pad u16][f32 × k]`
+//!   whose address is the row's (bucket entries point at it), and a tail `[heap block][heap offset]
+//!   [flags: TAIL][f32 × dims - k]` on a later block (a higher block number: readers lock the head's page,
+//!   then the tail's, always in ascending block order, as every writer does). Head and tail are written,
+//!   and freed, together in one WAL record.
 
 use crate::pg::fmgr::{error, raise};
 use pgrx::pg_sys;
@@ -23,7 +30,19 @@ pub const MAGIC: u32 = 0x4C53_4831; // "LSH1"
 /// (page or item layout, meta fields, hashing: plane generation, centring, code or sketch bits); an index
 /// with another version is refused with SQLSTATE 55000 and the hint `REINDEX INDEX <name>` (README,
 /// "On-disk format"). Changes that old indexes still read correctly keep the version.
-pub const VERSION: u32 = 1;
+///
+/// Version 2 added split vectors (two items per vector, see the module doc). Version 1 indexes hold none
+/// and are read as they are; inserts into them keep storing whole items, so that a version-1 index stays
+/// readable by the pg_imgsim that built it, and any rewrite of the meta page (a layout rebuild, REINDEX)
+/// makes it version 2.
+pub const VERSION: u32 = 2;
+/// The oldest format version this pg_imgsim reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
+
+/// Whether indexes of format `version` are read by this pg_imgsim.
+pub fn readable_version(version: u32) -> bool {
+    (OLDEST_READABLE_VERSION..=VERSION).contains(&version)
+}
 pub const META_BLOCK: pg_sys::BlockNumber = 0;
 pub const INVALID_BLOCK: pg_sys::BlockNumber = pg_sys::InvalidBlockNumber;
 
@@ -35,6 +54,10 @@ pub const KIND_VECTOR: u16 = 5;
 
 /// Flag bit of a vector item: the heap row is dead (set by VACUUM before its bucket entries go).
 pub const VECTOR_DELETED: u16 = 1;
+/// Flag bit of a vector item holding the first values of a vector, followed by its tail's address.
+pub const VECTOR_SPLIT: u16 = 2;
+/// Flag bit of a vector item holding the last values of a split vector (never addressed by buckets).
+pub const VECTOR_TAIL: u16 = 4;
 
 /// Special area of every page.
 #[repr(C)]
@@ -171,11 +194,11 @@ impl<'a> PageRef<'a> {
             .then(|| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const Meta) })
     }
 
-    /// The meta page contents when they are of this on-disk format version, else None (no ERROR: the
-    /// planner asks, and only the scan itself should refuse an index to be rebuilt).
+    /// The meta page contents when they are of an on-disk format version this pg_imgsim reads, else None
+    /// (no ERROR: the planner asks, and only the scan itself should refuse an index to be rebuilt).
     pub fn meta_if_current(self) -> Option<Meta> {
         self.meta_as_stored()
-            .filter(|m| m.magic == MAGIC && m.version == VERSION)
+            .filter(|m| m.magic == MAGIC && readable_version(m.version))
     }
 
     /// Reads the meta page contents, checking magic and version. `index` names the index in errors.
@@ -192,7 +215,7 @@ impl<'a> PageRef<'a> {
                 "lsh index meta page has a bad magic number",
             );
         }
-        if meta.version != VERSION {
+        if !readable_version(meta.version) {
             version_mismatch(index, meta.version);
         }
         meta
@@ -440,62 +463,144 @@ pub fn version_mismatch(index: pg_sys::Relation, found: u32) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         format!(
-            "lsh index \"{name}\" has on-disk format version {found}, this pg_imgsim reads version {VERSION}"
+            "lsh index \"{name}\" has on-disk format version {found}, this pg_imgsim reads versions {OLDEST_READABLE_VERSION} to {VERSION}"
         ),
         Some("The index was built by another version of pg_imgsim.".into()),
         Some(format!("REINDEX INDEX {qualified}")),
     )
 }
 
-/// A vector item: heap TID, flags, values.
+/// A vector item: heap TID, flags, values; for the head of a split vector also its tail's address.
 pub struct VectorItem<'a> {
     pub heap_block: u32,
     pub heap_offset: u16,
     pub flags: u16,
+    /// Where the rest of the values are (a head item), else None.
+    pub tail: Option<VectorRef>,
     pub values: &'a [u8],
 }
 
 pub const VECTOR_HEADER: usize = 8;
+/// Header of a split vector's head item: the common header and the tail's address.
+pub const VECTOR_HEAD_HEADER: usize = 16;
+/// Vectors are split only when their item is at least this large: smaller ones waste little of a page.
+pub const SPLIT_MIN_ITEM: usize = 1024;
+/// A head holds at least this many values, and at least an eighth of the vector (else the vector goes
+/// whole on a new page): smaller heads would save little room for a second page read. Simulated page
+/// fill with this rule: 1.01–1.03× the raw vector bytes from 256 to 2000 dimensions (1,280: 1.02×, 55 %
+/// of vectors split; 1,999: none split, 1.03×).
+pub const SPLIT_MIN_HEAD_VALUES: usize = 32;
 
 impl<'a> VectorItem<'a> {
-    pub fn parse(b: &'a [u8]) -> VectorItem<'a> {
-        VectorItem {
+    /// Parses an item of a vector page; None when it is too short for its header (a damaged page).
+    pub fn parse(b: &'a [u8]) -> Option<VectorItem<'a>> {
+        if b.len() < VECTOR_HEADER {
+            return None;
+        }
+        let flags = u16::from_le_bytes([b[6], b[7]]);
+        let (tail, header) = if flags & VECTOR_SPLIT != 0 {
+            if b.len() < VECTOR_HEAD_HEADER {
+                return None;
+            }
+            let blk = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+            let off = u16::from_le_bytes([b[12], b[13]]);
+            (Some(VectorRef::new(blk, off)), VECTOR_HEAD_HEADER)
+        } else {
+            (None, VECTOR_HEADER)
+        };
+        Some(VectorItem {
             heap_block: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             heap_offset: u16::from_le_bytes([b[4], b[5]]),
-            flags: u16::from_le_bytes([b[6], b[7]]),
-            values: &b[VECTOR_HEADER..],
-        }
+            flags,
+            tail,
+            values: &b[header..],
+        })
     }
 
-    pub fn encode(heap: pg_sys::ItemPointerData, values: &[f32]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(VECTOR_HEADER + values.len() * 4);
+    fn encode_with(
+        heap: pg_sys::ItemPointerData,
+        flags: u16,
+        tail: Option<VectorRef>,
+        values: &[f32],
+    ) -> Vec<u8> {
+        let header = if tail.is_some() {
+            VECTOR_HEAD_HEADER
+        } else {
+            VECTOR_HEADER
+        };
+        let mut b = Vec::with_capacity(header + values.len() * 4);
         let (blk, off) = tid_parts(&heap);
         b.extend_from_slice(&blk.to_le_bytes());
         b.extend_from_slice(&off.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        if let Some(t) = tail {
+            b.extend_from_slice(&t.block().to_le_bytes());
+            b.extend_from_slice(&t.offset().to_le_bytes());
+            b.extend_from_slice(&0u16.to_le_bytes());
+        }
         for v in values {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b
     }
 
+    /// A whole vector's item.
+    pub fn encode(heap: pg_sys::ItemPointerData, values: &[f32]) -> Vec<u8> {
+        Self::encode_with(heap, 0, None, values)
+    }
+
+    /// The head item of a vector split after `values`, its tail at `tail`.
+    pub fn encode_head(heap: pg_sys::ItemPointerData, values: &[f32], tail: VectorRef) -> Vec<u8> {
+        Self::encode_with(heap, VECTOR_SPLIT, Some(tail), values)
+    }
+
+    /// The tail item of a split vector: its last `values`.
+    pub fn encode_tail(heap: pg_sys::ItemPointerData, values: &[f32]) -> Vec<u8> {
+        Self::encode_with(heap, VECTOR_TAIL, None, values)
+    }
+
     pub fn deleted(&self) -> bool {
         self.flags & VECTOR_DELETED != 0
+    }
+
+    pub fn is_tail(&self) -> bool {
+        self.flags & VECTOR_TAIL != 0
     }
 
     pub fn heap_tid(&self) -> pg_sys::ItemPointerData {
         make_tid(self.heap_block, self.heap_offset)
     }
 
-    /// Decodes the values into `out`.
+    /// Decodes the values into `out` (replacing its contents).
     pub fn values_into(&self, out: &mut Vec<f32>) {
         out.clear();
+        self.append_values(out);
+    }
+
+    /// Appends the values to `out`.
+    pub fn append_values(&self, out: &mut Vec<f32>) {
         out.extend(
             self.values
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         );
     }
+}
+
+/// How many of a vector's `dims` values go into a head item on a page with `free` bytes of room (as
+/// [`PageRef::free_space`], line pointer already counted), when the whole item does not fit there: None
+/// when the vector should not be split (it fits whole, it is small, or the head would be tiny). The tail
+/// always fits an empty page when the whole item does.
+pub fn split_head_values(free: usize, dims: usize) -> Option<usize> {
+    let whole = VECTOR_HEADER + dims * 4;
+    if maxalign(whole) <= free || whole < SPLIT_MIN_ITEM || free < VECTOR_HEAD_HEADER {
+        return None;
+    }
+    // An even count keeps the head a multiple of 8 bytes (MAXALIGN): it takes exactly `16 + 4k`.
+    let k = ((free - VECTOR_HEAD_HEADER) / 8) * 2;
+    (SPLIT_MIN_HEAD_VALUES.max(dims / 8)..dims)
+        .contains(&k)
+        .then_some(k)
 }
 
 /// Marks a vector item deleted in place.

@@ -1,9 +1,10 @@
 //! The per-backend cache of an index's "shape": its meta page, the regenerated LSH
-//! model (planes + stored mean) and the bucket directory. The cache is keyed by (index oid, build id):
+//! model (planes + stored mean) and the bucket directory. The cache is keyed by (index oid, build id,
+//! format version; the version decides whether inserts may split vectors):
 //! a REINDEX or the first insert into an empty-built index changes the build id, so a stale model is never used.
 
 use super::buffer::{Lock, Locked};
-use super::page::{self, Meta, VectorRef};
+use super::page::{self, Meta, VectorItem, VectorRef};
 use crate::pg::fmgr::error;
 use imgsim_algo::lsh::{LshModel, LshParams};
 use pgrx::pg_sys;
@@ -50,7 +51,7 @@ impl Shape {
 }
 
 thread_local! {
-    static CACHE: RefCell<HashMap<(u32, u64), Rc<Shape>>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<(u32, u64, u32), Rc<Shape>>> = RefCell::new(HashMap::new());
 }
 
 /// Loads (or takes from the cache) the shape of an initialised index. `None` while the index was built
@@ -75,7 +76,7 @@ pub fn load_from(index: pg_sys::Relation, meta: Meta) -> Option<Rc<Shape>> {
     }
     // SAFETY: `index` is an open relation.
     let oid = unsafe { (*index).rd_id }.to_u32();
-    let key = (oid, meta.build_id);
+    let key = (oid, meta.build_id, meta.version);
     if let Some(s) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
         return Some(s);
     }
@@ -142,8 +143,87 @@ pub fn read_u32_run(index: pg_sys::Relation, start: pg_sys::BlockNumber, n: usiz
         .collect()
 }
 
-/// Reads the vector item at `v`: `Some((heap tid, deleted))` and the values into `out`, or None if the
-/// line pointer is unused (removed by VACUUM).
+/// Parses the vector item `b` at `v`, raising ERROR (index corrupted) when it is too short for its header.
+pub fn parse_vector(v: VectorRef, b: &[u8]) -> VectorItem<'_> {
+    VectorItem::parse(b).unwrap_or_else(|| {
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            format!(
+                "lsh index: vector item of {} bytes at block {} offset {}",
+                b.len(),
+                v.block(),
+                v.offset()
+            ),
+        )
+    })
+}
+
+/// Decodes the vector item `b` at `v` (on a page the caller holds locked) into `out`, joining a split
+/// vector's head with its tail (read under a share lock on the tail's page, a later block, while the
+/// caller's lock keeps the pair from being freed). Returns (heap tid, deleted), or None for a tail item
+/// (read with its head). A deleted vector's values are not decoded (`out` is left empty).
+pub fn decode_vector(
+    index: pg_sys::Relation,
+    v: VectorRef,
+    b: &[u8],
+    out: &mut Vec<f32>,
+) -> Option<(pg_sys::ItemPointerData, bool)> {
+    let item = parse_vector(v, b);
+    out.clear();
+    if item.is_tail() {
+        return None;
+    }
+    if item.deleted() {
+        return Some((item.heap_tid(), true));
+    }
+    item.append_values(out);
+    if let Some(t) = item.tail {
+        append_tail(index, v, &item, t, out);
+    }
+    Some((item.heap_tid(), false))
+}
+
+/// Appends the values of the tail at `t` of the head `head` (at `v`) to `out`; ERROR (index corrupted)
+/// when the tail is not there, or not on a later block.
+fn append_tail(
+    index: pg_sys::Relation,
+    v: VectorRef,
+    head: &VectorItem,
+    t: VectorRef,
+    out: &mut Vec<f32>,
+) {
+    let missing = || -> ! {
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            format!(
+                "lsh index: the tail ({},{}) of the vector at block {} offset {} is missing",
+                t.block(),
+                t.offset(),
+                v.block(),
+                v.offset()
+            ),
+        )
+    };
+    if t.block() <= v.block() || t.block() >= nblocks(index) {
+        missing();
+    }
+    let buf = Locked::read(index, t.block(), Lock::Share);
+    let p = buf.page();
+    if p.kind() != page::KIND_VECTOR {
+        missing();
+    }
+    let Some(tail) = p.item(t.offset()).and_then(VectorItem::parse) else {
+        missing();
+    };
+    if !tail.is_tail() || tail.heap_block != head.heap_block || tail.heap_offset != head.heap_offset
+    {
+        missing();
+    }
+    tail.append_values(out);
+}
+
+/// Reads the vector at `v`: `Some((heap tid, deleted))` and the values into `out`, or None if the
+/// line pointer is unused (removed by VACUUM) or holds a tail.
 pub fn read_vector(
     index: pg_sys::Relation,
     v: VectorRef,
@@ -154,15 +234,12 @@ pub fn read_vector(
     if p.kind() != page::KIND_VECTOR {
         return None;
     }
-    p.item(v.offset()).map(|b| {
-        let item = page::VectorItem::parse(b);
-        item.values_into(out);
-        (item.heap_tid(), item.deleted())
-    })
+    decode_vector(index, v, p.item(v.offset())?, out)
 }
 
-/// Calls `f(heap tid, deleted, values)` for each of `refs` (sorted by address) that holds a vector item:
-/// the refs of one page are decoded under one buffer lock; unused line pointers are skipped.
+/// Calls `f(heap tid, deleted, values)` for each of `refs` (sorted by address) that holds a vector: the
+/// refs of one page are decoded under one buffer lock (split vectors also lock their tail's page);
+/// unused line pointers and tails are skipped. Values are empty for deleted vectors.
 pub fn read_vectors(
     index: pg_sys::Relation,
     refs: &[VectorRef],
@@ -178,32 +255,41 @@ pub fn read_vectors(
         if p.kind() != page::KIND_VECTOR {
             continue;
         }
-        for v in run {
+        for &v in run {
             if let Some(b) = p.item(v.offset()) {
-                let item = page::VectorItem::parse(b);
-                item.values_into(values);
-                f(item.heap_tid(), item.deleted(), values);
+                if let Some((tid, deleted)) = decode_vector(index, v, b, values) {
+                    f(tid, deleted, values);
+                }
             }
         }
     }
 }
 
-/// Calls `f` with the address and item of every vector not flagged deleted, in physical order, each page
-/// share-locked while its items are visited.
+/// Calls `f(address, heap tid, values)` for every vector not flagged deleted, in physical order, each
+/// page share-locked while its items are visited. `values` decodes them (joining split vectors); else
+/// `f` gets an empty slice.
 pub fn for_each_live_vector(
     index: pg_sys::Relation,
-    mut f: impl FnMut(VectorRef, &page::VectorItem),
+    values: bool,
+    mut f: impl FnMut(VectorRef, pg_sys::ItemPointerData, &[f32]),
 ) {
+    let mut out = Vec::new();
     for blk in 1..nblocks(index) {
         pg_sys::check_for_interrupts!();
         let buf = Locked::read(index, blk, Lock::Share);
         let p = buf.page();
         if p.kind() == page::KIND_VECTOR {
             for off in 1..=p.max_offset() {
-                if let Some(b) = p.item(off) {
-                    let item = page::VectorItem::parse(b);
-                    if !item.deleted() {
-                        f(VectorRef::new(blk, off), &item);
+                let Some(b) = p.item(off) else { continue };
+                let v = VectorRef::new(blk, off);
+                if values {
+                    if let Some((tid, false)) = decode_vector(index, v, b, &mut out) {
+                        f(v, tid, &out);
+                    }
+                } else {
+                    let item = parse_vector(v, b);
+                    if !item.deleted() && !item.is_tail() {
+                        f(v, item.heap_tid(), &[]);
                     }
                 }
             }
@@ -211,10 +297,10 @@ pub fn for_each_live_vector(
     }
 }
 
-/// Heap TIDs of every vector item not flagged deleted, in physical order (a scan for a NULL query).
+/// Heap TIDs of every vector not flagged deleted, in physical order (a scan for a NULL query).
 pub fn live_rows(index: pg_sys::Relation) -> Vec<pg_sys::ItemPointerData> {
     let mut out = Vec::new();
-    for_each_live_vector(index, |_, item| out.push(item.heap_tid()));
+    for_each_live_vector(index, false, |_, tid, _| out.push(tid));
     out
 }
 

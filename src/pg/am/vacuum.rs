@@ -58,7 +58,10 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         } else if p.kind() == page::KIND_VECTOR {
             for off in 1..=p.max_offset() {
                 if let Some(b) = p.item(off) {
-                    let item = VectorItem::parse(b);
+                    let item = shape::parse_vector(VectorRef::new(blk, off), b);
+                    if item.is_tail() {
+                        continue; // its head stands for the row
+                    }
                     if item.deleted() {
                         dead.insert(VectorRef::new(blk, off));
                         continue;
@@ -119,12 +122,42 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let mut buf = Locked::read_with(index, blk, Lock::Share, strategy);
             // No other backend holds a pin on the page while its items are removed.
             buf.lock_for_cleanup();
-            let offs: Vec<pg_sys::OffsetNumber> = (1..=buf.page().max_offset())
-                .filter(|&off| dead.contains(&VectorRef::new(blk, off)))
-                .collect();
-            let w = PageWrite::start(index);
-            w.page(&mut buf, false).delete_items_in_place(&offs);
-            w.finish();
+            // Whole vectors go in one record; a split vector's head and tail together in one record
+            // each (the tail's page, a later block, locked after the head's).
+            let mut whole = Vec::new();
+            let mut split = Vec::new();
+            for off in 1..=buf.page().max_offset() {
+                let v = VectorRef::new(blk, off);
+                let Some(b) = buf.page().item(off).filter(|_| dead.contains(&v)) else {
+                    continue;
+                };
+                match shape::parse_vector(v, b).tail {
+                    Some(t) if t.block() > blk => split.push((off, t)),
+                    _ => whole.push(off),
+                }
+            }
+            if !whole.is_empty() {
+                let w = PageWrite::start(index);
+                w.page(&mut buf, false).delete_items_in_place(&whole);
+                w.finish();
+            }
+            for (off, t) in split {
+                let mut tail_buf = Locked::read_with(index, t.block(), Lock::Exclusive, strategy);
+                let tail_there = tail_buf.page().kind() == page::KIND_VECTOR
+                    && tail_buf
+                        .page()
+                        .item(t.offset())
+                        .and_then(VectorItem::parse)
+                        .is_some_and(|i| i.is_tail());
+                let w = PageWrite::start(index);
+                w.page(&mut buf, false).delete_items_in_place(&[off]);
+                if tail_there {
+                    w.page(&mut tail_buf, false)
+                        .delete_items_in_place(&[t.offset()]);
+                }
+                w.finish();
+                tail_buf.record_free_space(index);
+            }
             buf.record_free_space(index);
         }
     }
