@@ -142,8 +142,10 @@ thread_local! {
     static TARGET: std::cell::RefCell<std::collections::HashMap<u32, pg_sys::BlockNumber>> = Default::default();
 }
 
-/// Puts a vector on a VECTOR page with room; returns its address. When this backend's last vector page
-/// has room for part of it (and `split` allows), its head goes there and its tail on a new page.
+/// Puts a vector on a VECTOR page with room; returns its address. A page with room for it whole comes
+/// first (this backend's last vector page, else one from the free space map: room VACUUM freed is reused);
+/// only when there is none does a page with room for part of it (and `split` allows) take its head, with
+/// its tail on a new page; else it goes whole on a new page.
 fn insert_vector(
     index: pg_sys::Relation,
     tid: pg_sys::ItemPointerData,
@@ -156,6 +158,8 @@ fn insert_vector(
     let oid = unsafe { (*index).rd_id }.to_u32();
     let mut target = TARGET.with(|t| t.borrow().get(&oid).copied());
     let nblocks = shape::nblocks(index);
+    // The first page seen with room for a head only.
+    let mut split_at = None;
     loop {
         let blk = match target.take() {
             Some(b) if b < nblocks => b,
@@ -177,12 +181,20 @@ fn insert_vector(
             TARGET.with(|t| t.borrow_mut().insert(oid, blk));
             return VectorRef::new(blk, off);
         }
-        if let Some(k) = page::split_head_values(free, values.len()).filter(|_| split && is_vector)
-        {
-            return insert_split(index, buf, tid, values, k);
+        if split && is_vector && split_at.is_none() {
+            split_at = page::split_head_values(free, values.len()).map(|_| blk);
         }
         // Stale FSM entry (or a last page without room): correct it and look again.
         buf.record_free_space_as(index, if is_vector { free } else { 0 });
+    }
+    if let Some(blk) = split_at {
+        // Locked again: its room may have changed meanwhile.
+        let buf = Locked::read(index, blk, Lock::Exclusive);
+        let p = buf.page();
+        let room = (p.kind() == page::KIND_VECTOR).then(|| p.free_space());
+        if let Some(k) = room.and_then(|free| page::split_head_values(free, values.len())) {
+            return insert_split(index, buf, tid, values, k);
+        }
     }
     let mut buf = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let off = add_logged(index, &mut buf, item, true);

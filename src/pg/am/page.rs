@@ -492,12 +492,16 @@ pub const SPLIT_MIN_ITEM: usize = 1024;
 pub const SPLIT_MIN_HEAD_VALUES: usize = 32;
 
 impl<'a> VectorItem<'a> {
-    /// Parses an item of a vector page; None when it is too short for its header (a damaged page).
+    /// Parses an item of a vector page; None when it is too short for its header or flagged both head and
+    /// tail (a damaged page).
     pub fn parse(b: &'a [u8]) -> Option<VectorItem<'a>> {
         if b.len() < VECTOR_HEADER {
             return None;
         }
         let flags = u16::from_le_bytes([b[6], b[7]]);
+        if flags & (VECTOR_SPLIT | VECTOR_TAIL) == VECTOR_SPLIT | VECTOR_TAIL {
+            return None; // both a head and a tail: damaged
+        }
         let (tail, header) = if flags & VECTOR_SPLIT != 0 {
             if b.len() < VECTOR_HEAD_HEADER {
                 return None;

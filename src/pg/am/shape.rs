@@ -204,7 +204,8 @@ fn append_tail(
             ),
         )
     };
-    if t.block() <= v.block() || t.block() >= nblocks(index) {
+    // A block past the end is refused by the buffer manager; InvalidBlockNumber would extend the index.
+    if t.block() <= v.block() || t.block() == page::INVALID_BLOCK {
         missing();
     }
     let buf = Locked::read(index, t.block(), Lock::Share);

@@ -7,8 +7,10 @@ use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape;
 use super::xlog::PageWrite;
+use crate::pg::fmgr::error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use std::collections::HashSet;
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
@@ -131,9 +133,19 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 let Some(b) = buf.page().item(off).filter(|_| dead.contains(&v)) else {
                     continue;
                 };
-                match shape::parse_vector(v, b).tail {
-                    Some(t) if t.block() > blk => split.push((off, t)),
-                    _ => whole.push(off),
+                let item = shape::parse_vector(v, b);
+                match item.tail {
+                    // As readers do: a tail address that is not a later block of the index is damage.
+                    Some(t) if t.block() <= blk || t.block() >= nblocks => error(
+                        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                        format!(
+                            "lsh index: the tail ({},{}) of the vector at block {blk} offset {off} is missing",
+                            t.block(),
+                            t.offset()
+                        ),
+                    ),
+                    Some(t) => split.push((off, t, (item.heap_block, item.heap_offset))),
+                    None => whole.push(off),
                 }
             }
             if !whole.is_empty() {
@@ -141,14 +153,15 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 w.page(&mut buf, false).delete_items_in_place(&whole);
                 w.finish();
             }
-            for (off, t) in split {
+            for (off, t, heap) in split {
                 let mut tail_buf = Locked::read_with(index, t.block(), Lock::Exclusive, strategy);
-                let tail_there = tail_buf.page().kind() == page::KIND_VECTOR
+                let is_vector = tail_buf.page().kind() == page::KIND_VECTOR;
+                let tail_there = is_vector
                     && tail_buf
                         .page()
                         .item(t.offset())
                         .and_then(VectorItem::parse)
-                        .is_some_and(|i| i.is_tail());
+                        .is_some_and(|i| i.is_tail() && (i.heap_block, i.heap_offset) == heap);
                 let w = PageWrite::start(index);
                 w.page(&mut buf, false).delete_items_in_place(&[off]);
                 if tail_there {
@@ -156,7 +169,9 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                         .delete_items_in_place(&[t.offset()]);
                 }
                 w.finish();
-                tail_buf.record_free_space(index);
+                if is_vector {
+                    tail_buf.record_free_space(index);
+                }
             }
             buf.record_free_space(index);
         }
