@@ -907,6 +907,10 @@ def summarize(rows, exact):
                     goal = f" [goal >= 100x: {'MET' if b[key] / ex >= 100 else 'NOT MET'}]"
                 s.append(f"{name}: best {unit} at recall@10 >= 0.95: {b[key]:.0f} ({b['method']} {b['setting']}, "
                          f"recall {b['recall']:.3f}) = {b[key] / ex:.0f}x exact{goal}")
+            elif ok:
+                b = max(ok, key=lambda r: r[key])
+                s.append(f"{name}: best {unit} at recall@10 >= 0.95: {b[key]:.0f} ({b['method']} {b['setting']}, "
+                         f"recall {b['recall']:.3f}; no exact scan in this run)")
             elif curve:
                 s.append(f"{name}: no setting reaches recall@10 0.95 (best {max(r['recall'] for r in curve):.3f})")
     if lsh and hnsw:
