@@ -60,6 +60,32 @@ fn dot_kernel<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     reduce(acc) + tail
 }
 
+/// (p·a, p·b) in one pass over `p`: each lane of each result accumulates exactly as [`dot_kernel`]
+/// does, so both are bit-identical to `dot(p, a)` and `dot(p, b)`; `p` is loaded once for both.
+#[inline(always)]
+fn dot2_kernel<const FMA: bool>(p: &[f32], a: &[f32], b: &[f32]) -> (f32, f32) {
+    let (cp, rp) = p.as_chunks::<LANES>();
+    let (ca, ra) = a.as_chunks::<LANES>();
+    let (cb, rb) = b.as_chunks::<LANES>();
+    let mut acc_a = [0.0f32; LANES];
+    let mut acc_b = [0.0f32; LANES];
+    for ((x, y), z) in cp.iter().zip(ca).zip(cb) {
+        // Separate lane loops vectorise cleanly (as in dot_norms_kernel).
+        for i in 0..LANES {
+            acc_a[i] = madd::<FMA>(acc_a[i], x[i], y[i]);
+        }
+        for i in 0..LANES {
+            acc_b[i] = madd::<FMA>(acc_b[i], x[i], z[i]);
+        }
+    }
+    let (mut tail_a, mut tail_b) = (0.0f32, 0.0f32);
+    for ((x, y), z) in rp.iter().zip(ra).zip(rb) {
+        tail_a = madd::<FMA>(tail_a, *x, *y);
+        tail_b = madd::<FMA>(tail_b, *x, *z);
+    }
+    (reduce(acc_a) + tail_a, reduce(acc_b) + tail_b)
+}
+
 #[inline(always)]
 fn l2sq_kernel<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let (ca, ra) = a.as_chunks::<LANES>();
@@ -116,6 +142,10 @@ mod avx2 {
         super::dot_kernel::<true>(a, b)
     }
     #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot2(p: &[f32], a: &[f32], b: &[f32]) -> (f32, f32) {
+        super::dot2_kernel::<true>(p, a, b)
+    }
+    #[target_feature(enable = "avx2,fma")]
     pub(super) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
         super::l2sq_kernel::<true>(a, b)
     }
@@ -147,6 +177,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot(a, b) };
     }
     dot_kernel::<false>(a, b)
+}
+
+/// (p·a, p·b), bit-identical to `(dot(p, a), dot(p, b))` but reading `p` once (the LSH build projects
+/// many rows on each plane).
+#[inline]
+pub fn dot2(p: &[f32], a: &[f32], b: &[f32]) -> (f32, f32) {
+    check_len(p, a);
+    check_len(p, b);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: avx2 and fma are present (checked above); the function has no other requirement.
+        return unsafe { avx2::dot2(p, a, b) };
+    }
+    dot2_kernel::<false>(p, a, b)
 }
 
 /// Squared Euclidean distance Σ (aᵢ − bᵢ)².
@@ -374,6 +418,28 @@ mod tests {
             assert!(close(ab, ref_dot(&a, &b), abs_scale));
             assert!(close(aa, ref_dot(&a, &a), ref_dot(&a, &a)));
             assert!(close(bb, ref_dot(&b, &b), ref_dot(&b, &b)));
+        }
+    }
+
+    #[test]
+    fn dot2_is_bit_identical_to_two_dots() {
+        for (i, &n) in LENGTHS.iter().enumerate() {
+            let (p, a) = vecs(n, 200 + i as u64);
+            let (b, _) = vecs(n, 300 + i as u64);
+            let (x, y) = dot2(&p, &a, &b);
+            assert_eq!(x.to_bits(), dot(&p, &a).to_bits(), "n={n}");
+            assert_eq!(y.to_bits(), dot(&p, &b).to_bits(), "n={n}");
+            let (x, y) = dot2_kernel::<false>(&p, &a, &b);
+            assert_eq!(
+                x.to_bits(),
+                dot_kernel::<false>(&p, &a).to_bits(),
+                "portable n={n}"
+            );
+            assert_eq!(
+                y.to_bits(),
+                dot_kernel::<false>(&p, &b).to_bits(),
+                "portable n={n}"
+            );
         }
     }
 

@@ -578,6 +578,27 @@ fn augment_last(norm: f32, m: f64) -> f64 {
     }
 }
 
+/// Calls `f(k)` for each row `k` of `batch` (rows of `dims` values) on the positive side of `plane`
+/// (`dot(plane, row) > 0`), projecting two rows per pass over the plane (bit-identical dot products).
+fn for_each_positive(plane: &[f32], batch: &[f32], dims: usize, mut f: impl FnMut(usize)) {
+    let mut pairs = batch.chunks_exact(2 * dims);
+    let mut k = 0;
+    for pair in pairs.by_ref() {
+        let (a, b) = distance::dot2(plane, &pair[..dims], &pair[dims..]);
+        if a > 0.0 {
+            f(k);
+        }
+        if b > 0.0 {
+            f(k + 1);
+        }
+        k += 2;
+    }
+    let last = pairs.remainder();
+    if !last.is_empty() && distance::dot(plane, last) > 0.0 {
+        f(k);
+    }
+}
+
 /// The hash functions of one index: parameters, regenerated planes, stored mean.
 #[derive(Debug, Clone)]
 pub struct LshModel {
@@ -769,21 +790,17 @@ impl LshModel {
                 }
                 for i in 0..bits {
                     let plane = self.planes.table_plane(t, i);
-                    for (k, row) in batch.chunks_exact(hd).enumerate() {
-                        if distance::dot(plane, row) > 0.0 {
-                            codes[(start + k) * tables + t] |= 1 << i;
-                        }
-                    }
+                    for_each_positive(plane, batch, hd, |k| {
+                        codes[(start + k) * tables + t] |= 1 << i
+                    });
                 }
             }
             sketches[start * words..end * words].fill(0);
             for j in 0..self.params.sketch_bits as usize {
                 let plane = self.planes.sketch_plane(j);
-                for (k, row) in batch.chunks_exact(hd).enumerate() {
-                    if distance::dot(plane, row) > 0.0 {
-                        sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64);
-                    }
-                }
+                for_each_positive(plane, batch, hd, |k| {
+                    sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64)
+                });
             }
         }
         Ok(())
