@@ -25,7 +25,7 @@ sensitive to other jobs on a shared machine than wall time, and qps_client (clie
 The lsh index is checked to be used by the planner (EXPLAIN); if not, the sweep runs with enable_seqscan=off
 and the rows say planner_forced.
 
-Both servers get shared_buffers=2GB, maintenance_work_mem=2GB (4GB above 200k rows, see
+Both servers get shared_buffers=2GB (--shared-buffers), maintenance_work_mem=2GB (4GB above 200k rows, see
 --maintenance-work-mem), max_parallel_workers_per_gather=0, max_parallel_maintenance_workers=0 (all index
 builds single-process, like lsh's), jit=off, fsync=off. The servers run one after the other, then lshash3.
 
@@ -614,6 +614,9 @@ def main():
     ap.add_argument("--lshash-max-rows", type=int, default=200_000)
     ap.add_argument("--lshash-budget-s", type=float, default=120.0)
     ap.add_argument("--maintenance-work-mem", default="", help="default 2GB (4GB above 200k rows)")
+    ap.add_argument("--shared-buffers", default="2GB",
+                    help="both servers' shared_buffers (default 2GB: every index fits; less measures reads "
+                         "from the OS page cache)")
     ap.add_argument("--storage", choices=["", "plain", "external", "main", "extended"], default="",
                     help="STORAGE of items.v (default: the type's, EXTERNAL: 512-d vectors go to TOAST, which "
                          "dominates the exact scan's cost); non-default values get a _s<storage> results suffix")
@@ -668,7 +671,7 @@ def main():
         gt = ground_truth(x, q, f"v{GEN['version']}_{n}_{nq}")
         fingerprint = json.dumps({"gen": GEN, "rows": n, "queries": nq, "storage": args.storage}, sort_keys=True)
     mwm = args.maintenance_work_mem or ("2GB" if n <= 200_000 else "4GB")
-    settings = {"shared_buffers": "2GB", "maintenance_work_mem": mwm, "max_parallel_workers_per_gather": 0,
+    settings = {"shared_buffers": args.shared_buffers, "maintenance_work_mem": mwm, "max_parallel_workers_per_gather": 0,
                 "max_parallel_maintenance_workers": 0, "jit": "off", "fsync": "off",
                 "synchronous_commit": "off", "full_page_writes": "off", "max_wal_size": "8GB",
                 "checkpoint_timeout": "30min", "work_mem": "64MB"}
