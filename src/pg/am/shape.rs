@@ -183,6 +183,20 @@ pub fn decode_vector(
     Some((item.heap_tid(), false))
 }
 
+/// ERROR (index corrupted): the head at `v` names a tail `t` that is not there (or not on a later block).
+pub fn missing_tail(v: VectorRef, t: VectorRef) -> ! {
+    error(
+        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!(
+            "lsh index: the tail ({},{}) of the vector at block {} offset {} is missing",
+            t.block(),
+            t.offset(),
+            v.block(),
+            v.offset()
+        ),
+    )
+}
+
 /// Appends the values of the tail at `t` of the head `head` (at `v`) to `out`; ERROR (index corrupted)
 /// when the tail is not there, or not on a later block.
 fn append_tail(
@@ -192,33 +206,21 @@ fn append_tail(
     t: VectorRef,
     out: &mut Vec<f32>,
 ) {
-    let missing = || -> ! {
-        error(
-            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-            format!(
-                "lsh index: the tail ({},{}) of the vector at block {} offset {} is missing",
-                t.block(),
-                t.offset(),
-                v.block(),
-                v.offset()
-            ),
-        )
-    };
     // A block past the end is refused by the buffer manager; InvalidBlockNumber would extend the index.
     if t.block() <= v.block() || t.block() == page::INVALID_BLOCK {
-        missing();
+        missing_tail(v, t);
     }
     let buf = Locked::read(index, t.block(), Lock::Share);
     let p = buf.page();
     if p.kind() != page::KIND_VECTOR {
-        missing();
+        missing_tail(v, t);
     }
     let Some(tail) = p.item(t.offset()).and_then(VectorItem::parse) else {
-        missing();
+        missing_tail(v, t);
     };
     if !tail.is_tail() || tail.heap_block != head.heap_block || tail.heap_offset != head.heap_offset
     {
-        missing();
+        missing_tail(v, t);
     }
     tail.append_values(out);
 }

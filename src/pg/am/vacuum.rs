@@ -7,10 +7,8 @@ use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorItem, VectorRef};
 use super::shape;
 use super::xlog::PageWrite;
-use crate::pg::fmgr::error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
 use std::collections::HashSet;
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
@@ -136,14 +134,9 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 let item = shape::parse_vector(v, b);
                 match item.tail {
                     // As readers do: a tail address that is not a later block of the index is damage.
-                    Some(t) if t.block() <= blk || t.block() >= nblocks => error(
-                        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-                        format!(
-                            "lsh index: the tail ({},{}) of the vector at block {blk} offset {off} is missing",
-                            t.block(),
-                            t.offset()
-                        ),
-                    ),
+                    Some(t) if t.block() <= blk || t.block() >= nblocks => {
+                        shape::missing_tail(v, t)
+                    }
                     Some(t) => split.push((off, t, (item.heap_block, item.heap_offset))),
                     None => whole.push(off),
                 }
