@@ -78,6 +78,40 @@ fn scan_any(q: &[u64], codes: &[u64], out: &mut [u32]) {
     }
 }
 
+#[inline(always)]
+fn at_fixed<const W: usize>(q: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
+    let q: [u64; W] = q.try_into().expect("query words");
+    for (o, &s) in out.iter_mut().zip(starts) {
+        let (row, _) = bytes[s as usize..s as usize + 8 * W].as_chunks::<8>();
+        let mut c = 0u32;
+        for i in 0..W {
+            c += (u64::from_le_bytes(row[i]) ^ q[i]).count_ones();
+        }
+        *o = c;
+    }
+}
+
+#[inline(always)]
+fn at_any(q: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
+    match q.len() {
+        1 => at_fixed::<1>(q, bytes, starts, out),
+        2 => at_fixed::<2>(q, bytes, starts, out),
+        4 => at_fixed::<4>(q, bytes, starts, out),
+        8 => at_fixed::<8>(q, bytes, starts, out),
+        16 => at_fixed::<16>(q, bytes, starts, out),
+        w => {
+            for (o, &s) in out.iter_mut().zip(starts) {
+                let (row, _) = bytes[s as usize..s as usize + 8 * w].as_chunks::<8>();
+                *o = row
+                    .iter()
+                    .zip(q)
+                    .map(|(a, b)| (u64::from_le_bytes(*a) ^ b).count_ones())
+                    .sum();
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     #[target_feature(enable = "popcnt")]
@@ -88,6 +122,30 @@ mod x86 {
     pub(super) fn scan_avx512(q: &[u64], codes: &[u64], out: &mut [u32]) {
         super::scan_any(q, codes, out)
     }
+    #[target_feature(enable = "popcnt")]
+    pub(super) fn at_popcnt(q: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
+        super::at_any(q, bytes, starts, out)
+    }
+}
+
+/// Hamming distances of `query` (W words) to sketches stored in place in `bytes` (e.g. a page): the
+/// sketch of row i is the `8 W` little-endian bytes at `starts[i]`, at any alignment:
+/// `out[i] = popcount(query ^ sketch i)`. For codes that are not contiguous (one per index entry),
+/// without copying them out first.
+///
+/// # Panics
+/// If `starts` and `out` differ in length, `query` is empty, or a sketch runs past `bytes`.
+pub fn hamming_at(query: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
+    assert!(!query.is_empty(), "empty query code");
+    assert_eq!(starts.len(), out.len(), "starts / out length");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: popcnt was detected on this CPU; no other precondition.
+            return unsafe { x86::at_popcnt(query, bytes, starts, out) };
+        }
+    }
+    at_any(query, bytes, starts, out)
 }
 
 /// Which compiled copy of [`hamming_scan`] runs on this CPU ("avx512-vpopcntdq", "popcnt" or
@@ -751,6 +809,21 @@ mod tests {
             let mut base = vec![0u32; n];
             scan_any(&q, &codes, &mut base);
             assert_eq!(base, out);
+            // The same codes stored in place at odd byte offsets (entries with a 13-byte header).
+            let mut bytes = Vec::new();
+            let mut starts = Vec::new();
+            for row in codes.chunks_exact(w) {
+                bytes.extend_from_slice(&[0xA5; 13]);
+                starts.push(bytes.len() as u32);
+                for x in row {
+                    bytes.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            let mut at = vec![0u32; n];
+            hamming_at(&q, &bytes, &starts, &mut at);
+            assert_eq!(at, out, "w={w}: in place");
+            at_any(&q, &bytes, &starts, &mut at);
+            assert_eq!(at, out, "w={w}: in place, portable");
         }
     }
 

@@ -6,6 +6,8 @@
 //!   implementation of the full query plan used as a test oracle and for choosing defaults.
 //! * [`estimator`]: compact codes scanned in full (sign codes by Hamming, a RaBitQ-style estimator),
 //!   the kernels of the issue-10 study `benches/lsh_real.rs`.
+//! * [`rescore`]: the asymmetric sketch estimate (query projections × row sign bits) that reorders
+//!   the best rows by Hamming distance before the exact rerank.
 //! * [`topk`]: bounded top-R selection.
 //! * [`synth`]: clustered synthetic data for tests and benchmarks.
 //!
@@ -20,5 +22,6 @@
 pub mod distance;
 pub mod estimator;
 pub mod lsh;
+pub mod rescore;
 pub mod synth;
 pub mod topk;

@@ -479,13 +479,20 @@ fn sketch_scan_reranks_the_best_sketches() {
             let r = idx.search(q, &all).unwrap();
             assert_eq!((r.candidates, r.reranked, r.probes), (3000, 3000, 0));
             assert_eq!(r.neighbors, idx.exact_search(q, 10));
-            // With rerank 50: the exact top-10 of the 50 best by (Hamming, id).
-            let qs = idx.model().query(q).unwrap().sketch;
+            // With rerank 50: the exact top-10 of the 50 best by the asymmetric estimate among the
+            // 4 × 50 best by (Hamming, id).
+            let qh = idx.model().query(q).unwrap();
             let mut keyed: Vec<(u32, u32)> = (0..3000u32)
-                .map(|id| (distance::hamming(&qs, idx.row_sketch(id)), id))
+                .map(|id| (distance::hamming(&qh.sketch, idx.row_sketch(id)), id))
                 .collect();
             keyed.sort_unstable();
-            let best: Vec<u32> = keyed[..50].iter().map(|k| k.1).collect();
+            let scorer = qh.sketch_scorer();
+            let mut rescored: Vec<(u32, u32)> = keyed[..50 * crate::rescore::RESCORE_FACTOR]
+                .iter()
+                .map(|&(_, id)| (scorer.key(idx.row_sketch(id)), id))
+                .collect();
+            rescored.sort_unstable();
+            let best: Vec<u32> = rescored[..50].iter().map(|k| k.1).collect();
             let mut want: Vec<Neighbor> = best
                 .iter()
                 .map(|&id| Neighbor {

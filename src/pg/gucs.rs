@@ -30,7 +30,7 @@ pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// or where they are 0 (`auto`) the automatic values of `imgsim_algo::lsh::auto` (shared with the
 /// in-memory index): a sketch scan up to 32 MB of sketches (a million rows of 256 bits), else buckets;
 /// probes 2^(bits-7) per table (at
-/// least 16), candidates max(8000, rows/25); rerank 1000 for a sketch scan, max(500, rows/1000) for
+/// least 16), candidates max(8000, rows/25); rerank 500 for a sketch scan, max(500, rows/1000) for
 /// buckets.
 pub struct ScanSettings {
     pub mode: ScanMode,

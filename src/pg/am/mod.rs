@@ -18,6 +18,8 @@ pub mod insert;
 pub mod options;
 pub mod page;
 pub mod scan;
+#[cfg(any(test, feature = "pg_test"))]
+mod scan_test;
 pub mod shape;
 pub mod vacuum;
 pub mod xlog;

@@ -227,6 +227,12 @@ impl<'a> PageRef<'a> {
         &c[..c.len().min(raw_capacity())]
     }
 
+    /// The whole page image (`BLCKSZ` bytes): every slice [`Self::item`] returns lies inside it.
+    pub fn bytes(self) -> &'a [u8] {
+        // SAFETY: a PageRef points at a whole page of BLCKSZ bytes for 'a.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, pg_sys::BLCKSZ as usize) }
+    }
+
     /// Number of line pointers on the page.
     pub fn max_offset(self) -> pg_sys::OffsetNumber {
         let h = self.header();

@@ -1,9 +1,11 @@
 //! Index scans: `ORDER BY emb <op> query`. Candidates come from one of two sources (`lsh.scan_mode`,
 //! automatic by index size, `imgsim_algo::lsh::auto::mode`):
 //! - sketches: one pass over the entries of the first hash table (every row once, with its sketch) keeps
-//!   the `lsh.rerank` rows of smallest (sketch Hamming distance, address); when the executor asks for
-//!   more, later passes take the next rows after the last key taken, twice as many each time (reranked
-//!   `lsh.rerank` per batch), so every row comes back, in a few passes even under a selective filter;
+//!   the `RESCORE_FACTOR × lsh.rerank` rows of smallest (sketch Hamming distance, address) and orders
+//!   them by the asymmetric estimate (query projections × row sign bits, imgsim_algo::rescore), whose
+//!   best `lsh.rerank` are reranked first; when the executor asks for more, the next batches take the
+//!   next rows of that order, and later passes the next rows after the last key taken, twice as many
+//!   each time, so every row comes back, in a few passes even under a selective filter;
 //! - buckets: a batch probes buckets in query-directed multi-probe order (all tables together) until
 //!   `lsh.probes` buckets per table or `lsh.max_candidates` distinct rows, and ranks the candidates by
 //!   sketch Hamming distance; when the executor asks for more, the next batch reranks the next-best
@@ -22,9 +24,9 @@ use crate::pg::fmgr::error;
 use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
-use imgsim_algo::estimator::hamming_scan;
+use imgsim_algo::estimator::hamming_at;
 use imgsim_algo::lsh::{Metric, ProbeSequence, ScanMode};
-use imgsim_algo::topk::TopK;
+use imgsim_algo::rescore::{Shortlist, SketchScorer, RESCORE_FACTOR};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
@@ -35,6 +37,8 @@ struct ScanState {
     shape: Option<Rc<Shape>>,
     query: Vec<f32>,
     sketch: Vec<u64>,
+    /// The asymmetric estimate of the query (sketch scans reorder their shortlist with it).
+    scorer: Option<SketchScorer>,
     probes: Option<ProbeSequence>,
     probes_done: usize,
     /// Sketch scan: the next pass takes keys (Hamming distance, address) above this one; None when
@@ -48,7 +52,8 @@ struct ScanState {
     /// Entries held in `chains`.
     chain_entries: usize,
     seen: HashSet<VectorRef>,
-    /// Candidates not yet reranked (sketch Hamming distance, address), in no particular order.
+    /// Candidates not yet reranked (rank key, address), in no particular order: the key is the
+    /// asymmetric sketch estimate in a sketch scan, the sketch Hamming distance when probing buckets.
     pending: Vec<(u32, VectorRef)>,
     /// Current batch, sorted farthest-first: pop() gives the next row.
     results: Vec<(f64, pg_sys::ItemPointerData)>,
@@ -64,6 +69,7 @@ impl ScanState {
             shape: None,
             query: Vec::new(),
             sketch: Vec::new(),
+            scorer: None,
             probes: None,
             probes_done: 0,
             sketch_after: None,
@@ -210,6 +216,7 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     st.sketch = qh.sketch.clone();
     if settings(index, &shape).mode == ScanMode::Sketches {
         st.sketch_after = Some(0);
+        st.scorer = Some(qh.sketch_scorer());
     } else {
         st.probes = Some(qh.probes());
     }
@@ -238,6 +245,12 @@ fn scan_memory_budget() -> usize {
 /// hash table overhead, plus its place in `pending`).
 const CHAIN_ENTRY_BYTES: usize = size_of::<(u32, VectorRef, u32)>();
 const CANDIDATE_BYTES: usize = 3 * size_of::<VectorRef>() + size_of::<(u32, VectorRef)>();
+
+/// Bytes per row of a sketch pass's shortlist: up to twice its key and sketch (rescore::Shortlist),
+/// then its place in `pending`.
+fn shortlist_bytes(shape: &Shape) -> usize {
+    2 * (8 + 8 * shape.params().sketch_words()) + size_of::<(u32, VectorRef)>()
+}
 
 /// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found. The cache of
 /// chains read is dropped when it would pass half the scan's memory budget (chains are read again when
@@ -352,9 +365,11 @@ fn sketch_key(ham: u32, v: VectorRef) -> u64 {
 }
 
 /// One sketch-scan pass: the `cap` smallest keys above `after` among the entries of table 0 (each row
-/// has exactly one), into `pending`. Returns the key the next pass starts after: None when this pass
-/// took every key left, or when the structure was rebuilt under it (a standby) so that no pass may
-/// follow (as with bucket probing, the scan then returns what it has: a rebuild changes every sketch).
+/// has exactly one), into `pending` keyed by their asymmetric estimate (imgsim_algo::rescore), so
+/// that the batches rerank them best estimate first. Returns the key the next pass starts after: None
+/// when this pass took every key left, or when the structure was rebuilt under it (a standby) so that
+/// no pass may follow (as with bucket probing, the scan then returns what it has: a rebuild changes
+/// every sketch).
 fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usize) -> Option<u64> {
     let mut complete = true;
     let shape = st.shape.clone().expect("scan started");
@@ -366,17 +381,21 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
         .collect();
     heads.sort_unstable();
     heads.dedup();
-    let mut top = TopK::new(cap);
-    let mut codes: Vec<u64> = Vec::new();
+    let mut top = Shortlist::new(cap, words);
+    let mut sketch = vec![0u64; words];
+    let mut starts: Vec<u32> = Vec::new();
     let mut refs: Vec<VectorRef> = Vec::new();
     let mut hams: Vec<u32> = Vec::new();
     let query = &st.sketch;
     for head in heads {
         complete = walk_chain(index, head, shape.meta.build_id, |blk, p| {
-            codes.clear();
-            refs.clear();
             // Highest offset first: items are placed downwards from the page's end, so this reads the
-            // page in ascending addresses (what the hardware prefetcher follows).
+            // page in ascending addresses (what the hardware prefetcher follows). Hamming distances
+            // are taken on the page itself; only the sketches of rows that enter the shortlist are
+            // copied out.
+            let raw = p.bytes();
+            starts.clear();
+            refs.clear();
             for off in (1..=p.max_offset()).rev() {
                 if let Some(b) = p.item(off) {
                     let e = BucketEntry::parse(b);
@@ -389,22 +408,21 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
                             ),
                         );
                     }
-                    codes.extend(
-                        e.sketch
-                            .chunks_exact(8)
-                            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
-                    );
+                    // The sketch lies inside the page image (`item` checks the item's bounds).
+                    starts.push((e.sketch.as_ptr() as usize - raw.as_ptr() as usize) as u32);
                     refs.push(e.vector);
                 }
             }
             hams.resize(refs.len(), 0);
-            if !refs.is_empty() {
-                hamming_scan(query, &codes, &mut hams);
-            }
-            for (&h, &v) in hams.iter().zip(&refs) {
+            hamming_at(query, raw, &starts, &mut hams);
+            for ((&h, &v), &at) in hams.iter().zip(&refs).zip(&starts) {
                 let key = sketch_key(h, v);
-                if key > after {
-                    top.push_packed(key);
+                if key > after && key < top.threshold() {
+                    let (words_at, _) = raw[at as usize..at as usize + 8 * words].as_chunks::<8>();
+                    for (w, c) in sketch.iter_mut().zip(words_at) {
+                        *w = u64::from_le_bytes(*c);
+                    }
+                    top.push(key, &sketch);
                 }
             }
         });
@@ -416,17 +434,14 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
     }
     // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
     let exhausted = top.len() < cap;
-    let keys = top.into_packed();
-    let last = keys
-        .iter()
-        .copied()
-        .max()
-        .filter(|_| complete && !exhausted);
+    let scorer = st.scorer.as_ref().expect("sketch scan has a scorer");
+    let (scored, last) = top.rescore(scorer);
     st.pending.extend(
-        keys.into_iter()
-            .map(|k| ((k >> 48) as u32, VectorRef(k & ((1 << 48) - 1)))),
+        scored
+            .into_iter()
+            .map(|(score, k)| (score, VectorRef(k & ((1 << 48) - 1)))),
     );
-    last
+    last.filter(|_| complete && !exhausted)
 }
 
 /// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
@@ -461,10 +476,12 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
     loop {
         if st.pending.is_empty() {
             if let Some(after) = st.sketch_after {
-                // At most what the scan's memory budget holds (a hostile lsh.rerank).
+                // RESCORE_FACTOR × rerank rows (doubling with each pass) are shortlisted by Hamming
+                // distance and reordered by the asymmetric estimate; at most what the scan's memory
+                // budget holds (a hostile lsh.rerank).
                 let cap = rerank
-                    .saturating_mul(1 << st.sketch_passes.min(20))
-                    .min(scan_memory_budget() / CANDIDATE_BYTES)
+                    .saturating_mul(RESCORE_FACTOR << st.sketch_passes.min(20))
+                    .min(scan_memory_budget() / shortlist_bytes(&shape))
                     .max(1);
                 st.sketch_passes += 1;
                 st.sketch_after = sketch_pass(index, st, after, cap);
@@ -479,7 +496,7 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                 continue;
             }
         }
-        // The best `take` by (Hamming distance, address) move to the end, without sorting the rest.
+        // The best `take` by (rank key, address) move to the end, without sorting the rest.
         let n = st.pending.len();
         let take = rerank.min(n);
         if take < n {
