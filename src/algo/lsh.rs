@@ -578,24 +578,43 @@ fn augment_last(norm: f32, m: f64) -> f64 {
     }
 }
 
-/// Calls `f(k)` for each row `k` of `batch` (rows of `dims` values) on the positive side of `plane`
-/// (`dot(plane, row) > 0`), projecting two rows per pass over the plane (bit-identical dot products).
-fn for_each_positive(plane: &[f32], batch: &[f32], dims: usize, mut f: impl FnMut(usize)) {
-    let mut pairs = batch.chunks_exact(2 * dims);
-    let mut k = 0;
-    for pair in pairs.by_ref() {
-        let (a, b) = distance::dot2(plane, &pair[..dims], &pair[dims..]);
-        if a > 0.0 {
-            f(k);
+/// Calls `f(j, k)` for each plane `j` of `planes` (`planes.len() / dims` planes of `dims` values) and
+/// each row `k` of `batch` (rows of `dims` values) with the row on the plane's positive side
+/// (`dot(plane, row) > 0`). Four planes and two rows per pass ([`distance::dot4x2`]), bit-identical
+/// to one `dot` per pair: each group of planes (20 kB at 1280 dims) stays in the L1 cache while the
+/// batch streams by.
+fn for_each_positive(planes: &[f32], batch: &[f32], dims: usize, mut f: impl FnMut(usize, usize)) {
+    let rows = batch.len() / dims;
+    let (quads, rest) = planes.split_at(planes.len() / (4 * dims) * 4 * dims);
+    for (g, quad) in quads.chunks_exact(4 * dims).enumerate() {
+        let p: [&[f32]; 4] = std::array::from_fn(|k| &quad[k * dims..(k + 1) * dims]);
+        for (r, pair) in batch.chunks_exact(2 * dims).enumerate() {
+            let sums = distance::dot4x2(p, &pair[..dims], &pair[dims..]);
+            for (k, (a, b)) in sums.into_iter().enumerate() {
+                if a > 0.0 {
+                    f(4 * g + k, 2 * r);
+                }
+                if b > 0.0 {
+                    f(4 * g + k, 2 * r + 1);
+                }
+            }
         }
-        if b > 0.0 {
-            f(k + 1);
+        if rows % 2 == 1 {
+            let last = &batch[(rows - 1) * dims..];
+            for (k, plane) in p.into_iter().enumerate() {
+                if distance::dot(plane, last) > 0.0 {
+                    f(4 * g + k, rows - 1);
+                }
+            }
         }
-        k += 2;
     }
-    let last = pairs.remainder();
-    if !last.is_empty() && distance::dot(plane, last) > 0.0 {
-        f(k);
+    let first = quads.len() / dims;
+    for (j, plane) in rest.chunks_exact(dims).enumerate() {
+        for (k, row) in batch.chunks_exact(dims).enumerate() {
+            if distance::dot(plane, row) > 0.0 {
+                f(first + j, k);
+            }
+        }
     }
 }
 
@@ -757,12 +776,15 @@ impl LshModel {
     }
 
     /// Rows hashed together by [`Self::hash_many_into`].
-    pub const HASH_BATCH: usize = 16;
+    pub const HASH_BATCH: usize = 32;
 
     /// [`Self::hash_into`] for `rows.len() / dims` rows (row-major), with the same results bit for bit
     /// (the same dot products), but each plane is read once per [`Self::HASH_BATCH`] rows instead of
-    /// once per row: with 512 planes of 1280 floats (2.6 MB, more than a core's cache) the per-row
-    /// loop waits on memory. `codes` holds `tables` codes per row, `sketches` `sketch_words` words.
+    /// once per row (with 512 planes of 1280 floats, 2.6 MB, more than a core's cache, the per-row
+    /// loop waits on memory), four planes by two rows at a time ([`distance::dot4x2`]): 1280-d rows
+    /// on 524 planes, 100k rows in 2.1 s instead of 3.5 s with two rows per plane
+    /// (`benches/sketch_rescore.rs`, "hashed in"). `codes` holds `tables` codes per row, `sketches`
+    /// `sketch_words` words.
     pub fn hash_many_into(
         &self,
         rows: &[f32],
@@ -791,20 +813,15 @@ impl LshModel {
                 for r in start..end {
                     codes[r * tables + t] = 0;
                 }
-                for i in 0..bits {
-                    let plane = self.planes.table_plane(t, i);
-                    for_each_positive(plane, batch, hd, |k| {
-                        codes[(start + k) * tables + t] |= 1 << i
-                    });
-                }
-            }
-            sketches[start * words..end * words].fill(0);
-            for j in 0..self.params.sketch_bits as usize {
-                let plane = self.planes.sketch_plane(j);
-                for_each_positive(plane, batch, hd, |k| {
-                    sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64)
+                let planes = &self.planes.table_planes()[t * bits * hd..(t + 1) * bits * hd];
+                for_each_positive(planes, batch, hd, |i, k| {
+                    codes[(start + k) * tables + t] |= 1 << i
                 });
             }
+            sketches[start * words..end * words].fill(0);
+            for_each_positive(self.planes.sketch_planes(), batch, hd, |j, k| {
+                sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64)
+            });
         }
         Ok(())
     }

@@ -864,5 +864,5 @@ fn automatic_mode_and_tables() {
     assert_eq!(LshParams::suggested_sketch_bits(256), 512);
     let sp = SearchParams::for_rows(2_000_000, 10);
     assert_eq!((sp.mode, sp.rerank), (ScanMode::Buckets, 2000));
-    assert_eq!(SearchParams::for_rows(10_000, 10).rerank, 1000);
+    assert_eq!(SearchParams::for_rows(10_000, 10).rerank, 500);
 }
