@@ -15,7 +15,7 @@
 //! * `asym all`   — the asymmetric estimate over every row (no Hamming pass).
 //!
 //! Run: `cargo bench -p imgsim-algo --bench sketch_rescore -- [--npy BASE] [--query-npy Q]
-//! [--queries 200] [--max-rows N] [--holdout Q]` (`--holdout Q`: the last Q rows of the base are the
+//! [--queries 200] [--max-rows N] [--holdout Q] [--sketch-bits B]` (`--holdout Q`: the last Q rows of the base are the
 //! queries, e.g. `--npy .cache/data/glove/glove_6B_50d_emb.npy --holdout 200`).
 
 use imgsim_algo::distance;
@@ -69,7 +69,10 @@ fn main() {
     }
     let mut params = LshParams::recommended(dims as u32, metric);
     params.tables = 1;
-    params.sketch_bits = LshParams::suggested_sketch_bits(dims as u32);
+    params.sketch_bits = arg("--sketch-bits")
+        .map_or(LshParams::suggested_sketch_bits(dims as u32), |s| {
+            s.parse().expect("--sketch-bits")
+        });
     params.bits = LshParams::suggested_bits(n as u64);
     let model = LshModel::new(params, acc.finish()).unwrap();
     let words = params.sketch_words();

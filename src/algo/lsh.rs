@@ -39,7 +39,7 @@
 //! ([`LshParams::to_bytes`]) and the mean vector ([`f32s_to_le_bytes`]).
 
 use crate::distance;
-use crate::rescore::{best_rescored, Shortlist, RESCORE_FACTOR};
+use crate::rescore::{take_best, SketchPass, RESCORE_FACTOR};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -577,6 +577,9 @@ fn augment_last(norm: f32, m: f64) -> f64 {
         0.0
     }
 }
+
+/// Rows per group that [`MemIndex::search`] offers to a sketch pass.
+const SKETCH_BLOCK: usize = 4096;
 
 /// Calls `f(j, k)` for each plane `j` of `planes` (`planes.len() / dims` planes of `dims` values) and
 /// each row `k` of `batch` (rows of `dims` values) with the row on the plane's positive side
@@ -1449,23 +1452,26 @@ impl MemIndex {
         let mut entries = 0usize;
         let rerank = sp.rerank.max(sp.k);
         if sp.mode == ScanMode::Sketches {
-            // Every row by (Hamming distance, id): the best `rerank` go to the exact rerank.
-            let mut hams = vec![0u32; self.rows];
-            if self.rows > 0 {
-                crate::estimator::hamming_scan(&qh.sketch, &self.sketches, &mut hams);
-            }
             // The best `RESCORE_FACTOR × rerank` by Hamming distance, then the best `rerank` of those
-            // by the asymmetric estimate (the server's sketch pass, scan.rs).
+            // by the asymmetric estimate: the server's sketch pass (scan.rs), the same engine, fed
+            // blocks of rows instead of pages.
             let words = self.model.params.sketch_words();
-            let mut short =
-                Shortlist::new(rerank.saturating_mul(RESCORE_FACTOR).min(self.rows), words);
-            for (id, &h) in hams.iter().enumerate() {
-                short.push((u64::from(h) << 32) | id as u64, self.row_sketch(id as u32));
+            let cap = rerank.saturating_mul(RESCORE_FACTOR).min(self.rows);
+            let mut pass = SketchPass::new(&qh.sketch, 0, cap);
+            let mut bytes = Vec::new();
+            for (b, block) in self.sketches.chunks(SKETCH_BLOCK * words).enumerate() {
+                bytes.clear();
+                bytes.extend(block.iter().flat_map(|w| w.to_le_bytes()));
+                let n = block.len() / words;
+                let starts: Vec<u32> = (0..n).map(|i| (i * 8 * words) as u32).collect();
+                let rows: Vec<u64> = (0..n).map(|i| (b * SKETCH_BLOCK + i) as u64).collect();
+                pass.offer(&bytes, &starts, &rows);
             }
             entries = self.rows;
-            cands = best_rescored(short.rescore(&qh.sketch_scorer()).0, rerank)
+            let (mut scored, _) = pass.finish(&qh.sketch_scorer());
+            cands = take_best(&mut scored, rerank)
                 .into_iter()
-                .map(|k| k as u32)
+                .map(|r| r as u32)
                 .collect();
             cands.sort_unstable();
         } else if sp.max_candidates > 0 && sp.max_probes > 0 {

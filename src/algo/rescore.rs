@@ -174,17 +174,93 @@ impl Shortlist {
     }
 }
 
-/// The row keys of the `n` best of `scored` (as returned by [`Shortlist::rescore`]) by (score key,
-/// row key), in no particular order.
-pub fn best_rescored(mut scored: Vec<(u32, u64)>, n: usize) -> Vec<u64> {
-    if n == 0 {
-        return Vec::new();
+/// Bits of a row's address in a [`SketchPass`] key (the server's `block << 16 | offset`).
+pub const ROW_BITS: u32 = 48;
+
+/// A sketch-pass key: (Hamming distance, row) packed so that integer order is key order.
+#[inline]
+pub fn pass_key(hamming: u32, row: u64) -> u64 {
+    (u64::from(hamming) << ROW_BITS) | row
+}
+
+/// One pass of a sketch scan, the engine that the index scan (over its bucket pages) and
+/// `MemIndex::search` (over its arrays) share: rows are offered in groups (an index page, a block of
+/// rows), each with its sketch in place; the pass keeps the `cap` smallest keys (Hamming distance, row)
+/// from `from` on with their sketches ([`Shortlist`]), and [`Self::finish`] orders them by the
+/// asymmetric estimate. Rows are addresses below 2^[`ROW_BITS`], unique within the pass.
+#[derive(Debug)]
+pub struct SketchPass<'q> {
+    query: &'q [u64],
+    from: u64,
+    cap: usize,
+    short: Shortlist,
+    hams: Vec<u32>,
+    sketch: Vec<u64>,
+}
+
+impl<'q> SketchPass<'q> {
+    /// A pass for the query sketch `query`, taking the `cap` best keys from `from` on (0 for the
+    /// first pass, then what the pass before returned).
+    pub fn new(query: &'q [u64], from: u64, cap: usize) -> SketchPass<'q> {
+        SketchPass {
+            query,
+            from,
+            cap,
+            short: Shortlist::new(cap, query.len()),
+            hams: Vec::new(),
+            sketch: vec![0; query.len()],
+        }
     }
-    if scored.len() > n {
-        scored.select_nth_unstable(n - 1);
-        scored.truncate(n);
+
+    /// Offers a group of rows: the sketch of `rows[i]` is the `8 × words` little-endian bytes at
+    /// `starts[i]` in `bytes` ([`crate::estimator::hamming_at`]); only the sketches of rows that enter
+    /// the shortlist are copied.
+    ///
+    /// # Panics
+    /// If `starts` and `rows` differ in length or a sketch runs past `bytes`.
+    pub fn offer(&mut self, bytes: &[u8], starts: &[u32], rows: &[u64]) {
+        assert_eq!(starts.len(), rows.len(), "starts / rows length");
+        if rows.is_empty() {
+            return;
+        }
+        let w = self.query.len();
+        self.hams.resize(rows.len(), 0);
+        crate::estimator::hamming_at(self.query, bytes, starts, &mut self.hams);
+        for ((&h, &row), &at) in self.hams.iter().zip(rows).zip(starts) {
+            let key = pass_key(h, row);
+            if key >= self.from && key < self.short.threshold() {
+                let (words, _) = bytes[at as usize..at as usize + 8 * w].as_chunks::<8>();
+                for (x, c) in self.sketch.iter_mut().zip(words) {
+                    *x = u64::from_le_bytes(*c);
+                }
+                self.short.push(key, &self.sketch);
+            }
+        }
     }
-    scored.into_iter().map(|(_, k)| k).collect()
+
+    /// The kept rows as (asymmetric-estimate key, row), in no particular order, and the key the next
+    /// pass starts from: None when this pass kept fewer than `cap` rows (it took every row left).
+    pub fn finish(self, scorer: &SketchScorer) -> (Vec<(u32, u64)>, Option<u64>) {
+        let exhausted = self.short.len() < self.cap;
+        let (scored, last) = self.short.rescore(scorer);
+        let rows = scored
+            .into_iter()
+            .map(|(s, k)| (s, k & ((1u64 << ROW_BITS) - 1)))
+            .collect();
+        (rows, last.filter(|_| !exhausted).map(|k| k + 1))
+    }
+}
+
+/// Removes the `n` best entries (rank key, row) of `pending` by (key, row) and returns their rows,
+/// in no particular order; the rest stay in `pending` for later batches.
+pub fn take_best(pending: &mut Vec<(u32, u64)>, n: usize) -> Vec<u64> {
+    let len = pending.len();
+    let take = n.min(len);
+    if take < len {
+        // The best `take` move to the end, without sorting the rest.
+        pending.select_nth_unstable_by(len - take - 1, |a, b| b.cmp(a));
+    }
+    pending.drain(len - take..).map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -272,5 +348,76 @@ mod tests {
         }
         let (empty, last) = Shortlist::new(10, 1).rescore(&SketchScorer::new(&[0.0; 64]));
         assert!(empty.is_empty() && last.is_none());
+    }
+
+    /// Passes over rows offered in uneven groups, each starting after the last key of the one
+    /// before, return every row exactly once (row 0 with Hamming distance 0 included: key 0); each pass keeps the best keys left, ordered by the
+    /// estimate; batches taken with `take_best` come best estimate first.
+    #[test]
+    fn passes_cover_every_row_once() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (w, n) = (4usize, 1000usize);
+        let mut sketches: Vec<u64> = (0..n * w).map(|_| rng.random()).collect();
+        let q: Vec<u64> = (0..w).map(|_| rng.random()).collect();
+        sketches[..w].copy_from_slice(&q);
+        let proj: Vec<f32> = (0..64 * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let scorer = SketchScorer::new(&proj);
+        // Rows are addresses 3 i, stored after a 5-byte header each; row 0's sketch is the query's.
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for row in sketches.chunks_exact(w) {
+            bytes.extend_from_slice(&[1; 5]);
+            starts.push(bytes.len() as u32);
+            bytes.extend(row.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        let rows: Vec<u64> = (0..n as u64).map(|i| 3 * i).collect();
+        let key_of = |i: usize| {
+            let h = crate::distance::hamming(&q, &sketches[i * w..(i + 1) * w]);
+            pass_key(h, rows[i])
+        };
+        let mut all: Vec<u64> = (0..n).map(key_of).collect();
+        all.sort_unstable();
+        let (mut from, mut cap, mut seen) = (0u64, 64usize, Vec::new());
+        loop {
+            let mut pass = SketchPass::new(&q, from, cap);
+            for g in [0usize, 7, 300, 301, 999, 1000].windows(2) {
+                pass.offer(&bytes, &starts[g[0]..g[1]], &rows[g[0]..g[1]]);
+            }
+            let (mut scored, next) = pass.finish(&scorer);
+            // This pass holds the best keys left.
+            let mut keys: Vec<u64> = scored
+                .iter()
+                .map(|&(_, r)| key_of((r / 3) as usize))
+                .collect();
+            keys.sort_unstable();
+            assert_eq!(keys, all[seen.len()..seen.len() + keys.len()]);
+            // Batches come best estimate first.
+            let mut last_worst = None;
+            while !scored.is_empty() {
+                let batch = take_best(&mut scored, 50);
+                let est: Vec<u32> = batch
+                    .iter()
+                    .map(|&r| {
+                        let i = (r / 3) as usize;
+                        scorer.key(&sketches[i * w..(i + 1) * w])
+                    })
+                    .collect();
+                if let Some(prev) = last_worst {
+                    assert!(est.iter().all(|&e| e >= prev));
+                }
+                last_worst = est.iter().copied().max();
+                seen.extend(batch);
+            }
+            match next {
+                Some(k) => {
+                    assert_eq!(k, *keys.last().unwrap() + 1);
+                    from = k;
+                    cap *= 2;
+                }
+                None => break,
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, rows);
     }
 }

@@ -24,9 +24,8 @@ use crate::pg::fmgr::error;
 use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
-use imgsim_algo::estimator::hamming_at;
 use imgsim_algo::lsh::{Metric, ProbeSequence, ScanMode};
-use imgsim_algo::rescore::{Shortlist, SketchScorer, RESCORE_FACTOR};
+use imgsim_algo::rescore::{take_best, SketchPass, SketchScorer, RESCORE_FACTOR};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
@@ -41,9 +40,10 @@ struct ScanState {
     scorer: Option<SketchScorer>,
     probes: Option<ProbeSequence>,
     probes_done: usize,
-    /// Sketch scan: the next pass takes keys (Hamming distance, address) above this one; None when
-    /// the scan probes buckets or the sketch scan is exhausted.
-    sketch_after: Option<u64>,
+    /// Sketch scan: the next pass takes keys (Hamming distance, address) from this one on
+    /// (imgsim_algo::rescore::pass_key); None when the scan probes buckets or the sketch scan is
+    /// exhausted.
+    sketch_from: Option<u64>,
     /// Sketch passes made: each takes twice as many rows as the one before (from `lsh.rerank`), so
     /// that a query whose filter rejects most rows reaches the end in a few passes.
     sketch_passes: u32,
@@ -54,7 +54,7 @@ struct ScanState {
     seen: HashSet<VectorRef>,
     /// Candidates not yet reranked (rank key, address), in no particular order: the key is the
     /// asymmetric sketch estimate in a sketch scan, the sketch Hamming distance when probing buckets.
-    pending: Vec<(u32, VectorRef)>,
+    pending: Vec<(u32, u64)>,
     /// Current batch, sorted farthest-first: pop() gives the next row.
     results: Vec<(f64, pg_sys::ItemPointerData)>,
     /// ORDER BY emb <op> NULL: `results` holds every row, returned with NULL distances.
@@ -72,7 +72,7 @@ impl ScanState {
             scorer: None,
             probes: None,
             probes_done: 0,
-            sketch_after: None,
+            sketch_from: None,
             sketch_passes: 0,
             chains: HashMap::new(),
             chain_entries: 0,
@@ -215,7 +215,7 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     st.query = q.values().to_vec();
     st.sketch = qh.sketch.clone();
     if settings(index, &shape).mode == ScanMode::Sketches {
-        st.sketch_after = Some(0);
+        st.sketch_from = Some(0);
         st.scorer = Some(qh.sketch_scorer());
     } else {
         st.probes = Some(qh.probes());
@@ -299,7 +299,7 @@ fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new
         });
         for &(code, v, ham) in entries.iter() {
             if code == pr.code && st.seen.insert(v) {
-                st.pending.push((ham, v));
+                st.pending.push((ham, v.0));
                 new += 1;
             }
         }
@@ -357,20 +357,14 @@ fn read_chain(
     out
 }
 
-/// A sketch key: (Hamming distance, vector address) packed so that integer order is key order (a
-/// distance is at most `MAX_SKETCH_BITS` < 2^16, an address `block << 16 | offset` < 2^48). Block 0 is
-/// the meta page, so no vector's key is 0.
-fn sketch_key(ham: u32, v: VectorRef) -> u64 {
-    (u64::from(ham) << 48) | v.0
-}
-
-/// One sketch-scan pass: the `cap` smallest keys above `after` among the entries of table 0 (each row
-/// has exactly one), into `pending` keyed by their asymmetric estimate (imgsim_algo::rescore), so
-/// that the batches rerank them best estimate first. Returns the key the next pass starts after: None
+/// One sketch-scan pass (imgsim_algo::rescore::SketchPass, the engine MemIndex::search runs too): the
+/// `cap` smallest keys from `from` on among the entries of table 0 (each row has exactly one), into
+/// `pending` keyed by their asymmetric estimate, so that the batches rerank them best estimate
+/// first. Returns the key the next pass starts from: None
 /// when this pass took every key left, or when the structure was rebuilt under it (a standby) so that
 /// no pass may follow (as with bucket probing, the scan then returns what it has: a rebuild changes
 /// every sketch).
-fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usize) -> Option<u64> {
+fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, from: u64, cap: usize) -> Option<u64> {
     let mut complete = true;
     let shape = st.shape.clone().expect("scan started");
     let words = shape.params().sketch_words();
@@ -381,21 +375,17 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
         .collect();
     heads.sort_unstable();
     heads.dedup();
-    let mut top = Shortlist::new(cap, words);
-    let mut sketch = vec![0u64; words];
+    let mut pass = SketchPass::new(&st.sketch, from, cap);
     let mut starts: Vec<u32> = Vec::new();
-    let mut refs: Vec<VectorRef> = Vec::new();
-    let mut hams: Vec<u32> = Vec::new();
-    let query = &st.sketch;
+    let mut rows: Vec<u64> = Vec::new();
     for head in heads {
         complete = walk_chain(index, head, shape.meta.build_id, |blk, p| {
             // Highest offset first: items are placed downwards from the page's end, so this reads the
             // page in ascending addresses (what the hardware prefetcher follows). Hamming distances
-            // are taken on the page itself; only the sketches of rows that enter the shortlist are
-            // copied out.
+            // are taken on the page itself.
             let raw = p.bytes();
             starts.clear();
-            refs.clear();
+            rows.clear();
             for off in (1..=p.max_offset()).rev() {
                 if let Some(b) = p.item(off) {
                     let e = BucketEntry::parse(b);
@@ -410,21 +400,10 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
                     }
                     // The sketch lies inside the page image (`item` checks the item's bounds).
                     starts.push((e.sketch.as_ptr() as usize - raw.as_ptr() as usize) as u32);
-                    refs.push(e.vector);
+                    rows.push(e.vector.0);
                 }
             }
-            hams.resize(refs.len(), 0);
-            hamming_at(query, raw, &starts, &mut hams);
-            for ((&h, &v), &at) in hams.iter().zip(&refs).zip(&starts) {
-                let key = sketch_key(h, v);
-                if key > after && key < top.threshold() {
-                    let (words_at, _) = raw[at as usize..at as usize + 8 * words].as_chunks::<8>();
-                    for (w, c) in sketch.iter_mut().zip(words_at) {
-                        *w = u64::from_le_bytes(*c);
-                    }
-                    top.push(key, &sketch);
-                }
-            }
+            pass.offer(raw, &starts, &rows);
         });
         if !complete {
             // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after
@@ -433,15 +412,10 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, after: u64, cap: usi
         }
     }
     // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
-    let exhausted = top.len() < cap;
     let scorer = st.scorer.as_ref().expect("sketch scan has a scorer");
-    let (scored, last) = top.rescore(scorer);
-    st.pending.extend(
-        scored
-            .into_iter()
-            .map(|(score, k)| (score, VectorRef(k & ((1 << 48) - 1)))),
-    );
-    last.filter(|_| complete && !exhausted)
+    let (scored, last) = pass.finish(scorer);
+    st.pending.extend(scored);
+    last.filter(|_| complete)
 }
 
 /// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
@@ -475,7 +449,7 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
     let mut values = Vec::with_capacity(shape.dims());
     loop {
         if st.pending.is_empty() {
-            if let Some(after) = st.sketch_after {
+            if let Some(from) = st.sketch_from {
                 // RESCORE_FACTOR × rerank rows (doubling with each pass) are shortlisted by Hamming
                 // distance and reordered by the asymmetric estimate; at most what the scan's memory
                 // budget holds (a hostile lsh.rerank).
@@ -484,9 +458,9 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                     .min(scan_memory_budget() / shortlist_bytes(&shape))
                     .max(1);
                 st.sketch_passes += 1;
-                st.sketch_after = sketch_pass(index, st, after, cap);
+                st.sketch_from = sketch_pass(index, st, from, cap);
                 if st.pending.is_empty() {
-                    st.sketch_after = None;
+                    st.sketch_from = None;
                     return false;
                 }
             } else if st.probes.is_none() {
@@ -496,14 +470,11 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                 continue;
             }
         }
-        // The best `take` by (rank key, address) move to the end, without sorting the rest.
-        let n = st.pending.len();
-        let take = rerank.min(n);
-        if take < n {
-            st.pending
-                .select_nth_unstable_by(n - take - 1, |a, b| b.cmp(a));
-        }
-        let mut chosen: Vec<VectorRef> = st.pending.drain(n - take..).map(|(_, v)| v).collect();
+        // The best `rerank` by (rank key, address).
+        let mut chosen: Vec<VectorRef> = take_best(&mut st.pending, rerank)
+            .into_iter()
+            .map(VectorRef)
+            .collect();
         // In physical order: the candidates of one vector page are read under one buffer lock.
         chosen.sort_unstable();
         let query = &st.query;
@@ -535,14 +506,14 @@ pub unsafe extern "C-unwind" fn amgettuple(
         let need_batch = !st.started || (st.results.is_empty() && !st.done && !st.null_query);
         let _shared = need_batch.then(|| SharedStructure::lock((*scan).indexRelation));
         if need_batch
-            && (st.probes.is_some() || st.sketch_after.is_some())
+            && (st.probes.is_some() || st.sketch_from.is_some())
             && st
                 .shape
                 .as_ref()
                 .is_some_and(|sh| structure_changed((*scan).indexRelation, sh.meta.build_id))
         {
             st.probes = None;
-            st.sketch_after = None;
+            st.sketch_from = None;
         }
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
