@@ -126,6 +126,10 @@ mod x86 {
     pub(super) fn at_popcnt(q: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
         super::at_any(q, bytes, starts, out)
     }
+    #[target_feature(enable = "popcnt,avx2,avx512f,avx512vl,avx512bw,avx512vpopcntdq")]
+    pub(super) fn at_avx512(q: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) {
+        super::at_any(q, bytes, starts, out)
+    }
 }
 
 /// Hamming distances of `query` (W words) to sketches stored in place in `bytes` (e.g. a page): the
@@ -140,6 +144,11 @@ pub fn hamming_at(query: &[u64], bytes: &[u8], starts: &[u32], out: &mut [u32]) 
     assert_eq!(starts.len(), out.len(), "starts / out length");
     #[cfg(target_arch = "x86_64")]
     {
+        if has_avx512_popcnt() {
+            // SAFETY: every feature the function is compiled with was detected on this CPU just
+            // above; the function has no other precondition.
+            return unsafe { x86::at_avx512(query, bytes, starts, out) };
+        }
         if std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: popcnt was detected on this CPU; no other precondition.
             return unsafe { x86::at_popcnt(query, bytes, starts, out) };
