@@ -3,7 +3,10 @@
 //! Every kernel is written as a fixed-width "lane" loop (`LANES` independent f32 accumulators over
 //! `as_chunks` arrays, so the compiler sees whole-register blocks), which the compiler turns into SIMD code without intrinsics. On x86-64 the kernels
 //! are compiled twice: once for the baseline target (SSE2) and once with AVX2+FMA enabled; the AVX2
-//! copy is chosen at run time when the CPU has it (one cached feature check per call).
+//! copy is chosen at run time when the CPU has it (one cached feature check per call). One exception:
+//! [`dot4x2`] (the LSH build's projections, eight dot products at once) has a third copy written with
+//! AVX-512 intrinsics, lane for lane the AVX2 `dot` (bit-identical, tested), used when the CPU has
+//! AVX-512F/VL; without it, it is four [`dot2`] calls.
 //!
 //! Numerics: accumulation is in f32 (32 lanes, then a pairwise reduction), which keeps the relative
 //! error well below 1e-5 for 512-d embeddings; tests compare against an f64 reference. The AVX2 path

@@ -44,8 +44,9 @@ struct ScanState {
     /// (imgsim_algo::rescore::pass_key); None when the scan probes buckets or the sketch scan is
     /// exhausted.
     sketch_from: Option<u64>,
-    /// Sketch passes made: each takes twice as many rows as the one before (from `lsh.rerank`), so
-    /// that a query whose filter rejects most rows reaches the end in a few passes.
+    /// Sketch passes made: each takes twice as many rows as the one before (from `RESCORE_FACTOR ×
+    /// lsh.rerank`, at most what the scan's memory budget holds), so that a query whose filter rejects
+    /// most rows reaches the end in a few passes.
     sketch_passes: u32,
     /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
@@ -246,10 +247,11 @@ fn scan_memory_budget() -> usize {
 const CHAIN_ENTRY_BYTES: usize = size_of::<(u32, VectorRef, u32)>();
 const CANDIDATE_BYTES: usize = 3 * size_of::<VectorRef>() + size_of::<(u32, VectorRef)>();
 
-/// Bytes per row of a sketch pass's shortlist: up to twice its key and sketch (rescore::Shortlist),
-/// then its place in `pending`.
+/// Bytes per row of a sketch pass's shortlist: up to twice its key and sketch (rescore::Shortlist
+/// keeps at most 2 × cap + 64 of them, allocated to that bound), its heap entry, its rescored entry
+/// (rescore::SketchPass::finish) and its place in `pending`, which exist together for a moment.
 fn shortlist_bytes(shape: &Shape) -> usize {
-    2 * (8 + 8 * shape.params().sketch_words()) + size_of::<(u32, VectorRef)>()
+    2 * (8 + 8 * shape.params().sketch_words()) + 8 + 2 * size_of::<(u32, u64)>()
 }
 
 /// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found. The cache of
