@@ -1,6 +1,7 @@
-//! `cargo pgrx test`: the server's sketch scan (scan.rs) returns exactly what the in-memory twin
-//! `imgsim_algo::lsh::MemIndex::search` returns for the same model, rows and settings, so that the
-//! simulations that choose defaults and the index that serves queries cannot drift apart.
+//! `cargo pgrx test`: the server's index scan (scan.rs) returns exactly what the in-memory twin
+//! `imgsim_algo::lsh::MemIndex::search` returns for the same model, rows and settings, in both scan
+//! modes, so that the simulations that choose defaults and the index that serves queries cannot
+//! drift apart.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -18,13 +19,13 @@ mod tests {
         format!("'[{}]'", parts.join(","))
     }
 
-    #[pg_test]
-    fn sketch_scan_matches_the_in_memory_twin() {
-        // Gaussian directions: no clusters, many rows at similar distances (hard for the sketch).
+    /// Table `name` of `ROWS` Gaussian directions (no clusters, many rows at similar distances: hard for
+    /// the sketch) with an lsh cosine index built `with` these options, and the in-memory index with
+    /// the server's own model (parameters and mean read from the index).
+    fn twin(name: &str, with: &str) -> MemIndex {
         let data = gaussian_unit_vectors(10, ROWS, DIMS);
-        let queries = gaussian_unit_vectors(11, 15, DIMS);
         Spi::run(&format!(
-            "CREATE TABLE twin_t (id int, v embedding({DIMS}))"
+            "CREATE TABLE {name} (id int, v embedding({DIMS}))"
         ))
         .unwrap();
         let values: Vec<String> = data
@@ -32,9 +33,12 @@ mod tests {
             .enumerate()
             .map(|(i, r)| format!("({i}, {})", literal(r)))
             .collect();
-        Spi::run(&format!("INSERT INTO twin_t VALUES {}", values.join(","))).unwrap();
-        Spi::run("CREATE INDEX twin_idx ON twin_t USING lsh (v embedding_cosine_ops)").unwrap();
-        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'twin_idx'::regclass::oid")
+        Spi::run(&format!("INSERT INTO {name} VALUES {}", values.join(","))).unwrap();
+        Spi::run(&format!(
+            "CREATE INDEX {name}_idx ON {name} USING lsh (v embedding_cosine_ops) {with}"
+        ))
+        .unwrap();
+        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}_idx'::regclass::oid"))
             .unwrap()
             .unwrap();
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
@@ -46,35 +50,75 @@ mod tests {
             pg_sys::index_close(index, lock);
             LshModel::new(*s.params(), s.model.mean().to_vec()).unwrap()
         };
-        assert_eq!(model.params().tables, 1, "a small index has one table");
-        let mem = MemIndex::with_model(model, Arc::from(data.as_slice())).unwrap();
+        MemIndex::with_model(model, Arc::from(data.as_slice())).unwrap()
+    }
+
+    /// Compares the top 10 of 15 queries between the server (settings already SET) and `mem`.
+    fn compare(name: &str, mem: &MemIndex, sp: &SearchParams) {
+        for q in gaussian_unit_vectors(11, 15, DIMS).chunks_exact(DIMS) {
+            let want: Vec<i32> = mem
+                .search(q, sp)
+                .unwrap()
+                .neighbors
+                .iter()
+                .map(|n| n.id as i32)
+                .collect();
+            let got = Spi::get_one::<Vec<i32>>(&format!(
+                "SELECT array_agg(id) FROM (SELECT id FROM {name} ORDER BY v <=> {}::embedding LIMIT 10) s",
+                literal(q)
+            ))
+            .unwrap()
+            .unwrap();
+            assert_eq!(got, want, "{sp:?}");
+        }
+    }
+
+    #[pg_test]
+    fn sketch_scan_matches_the_in_memory_twin() {
+        let mem = twin("twin_s", "");
+        assert_eq!(
+            mem.model().params().tables,
+            1,
+            "a small index has one table"
+        );
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         Spi::run("SET LOCAL lsh.scan_mode = 'sketches'").unwrap();
         for rerank in [10usize, 40, 150] {
             Spi::run(&format!("SET LOCAL lsh.rerank = {rerank}")).unwrap();
-            for q in queries.chunks_exact(DIMS) {
-                let sp = SearchParams {
-                    k: 10,
-                    max_candidates: 0,
-                    max_probes: 0,
-                    rerank,
-                    mode: ScanMode::Sketches,
-                };
-                let want: Vec<i32> = mem
-                    .search(q, &sp)
-                    .unwrap()
-                    .neighbors
-                    .iter()
-                    .map(|n| n.id as i32)
-                    .collect();
-                let got = Spi::get_one::<Vec<i32>>(&format!(
-                    "SELECT array_agg(id) FROM (SELECT id FROM twin_t ORDER BY v <=> {}::embedding LIMIT 10) s",
-                    literal(q)
-                ))
-                .unwrap()
-                .unwrap();
-                assert_eq!(got, want, "rerank {rerank}");
-            }
+            let sp = SearchParams {
+                k: 10,
+                max_candidates: 0,
+                max_probes: 0,
+                rerank,
+                mode: ScanMode::Sketches,
+            };
+            compare("twin_s", &mem, &sp);
+        }
+    }
+
+    #[pg_test]
+    fn bucket_probing_matches_the_in_memory_twin() {
+        let mem = twin("twin_b", "WITH (tables = 4, bits = 6)");
+        let tables = mem.model().params().tables as usize;
+        assert_eq!(tables, 4);
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        Spi::run("SET LOCAL lsh.scan_mode = 'buckets'").unwrap();
+        for (probes, max_candidates, rerank) in
+            [(1usize, 100usize, 20usize), (4, 300, 50), (8, 5000, 200)]
+        {
+            Spi::run(&format!(
+                "SET LOCAL lsh.probes = {probes}; SET LOCAL lsh.max_candidates = {max_candidates}; \
+                 SET LOCAL lsh.rerank = {rerank}"
+            ))
+            .unwrap();
+            let sp = SearchParams {
+                k: 10,
+                max_candidates,
+                max_probes: probes * tables,
+                rerank,
+                mode: ScanMode::Buckets,
+            };
+            compare("twin_b", &mem, &sp);
         }
     }
 }
