@@ -333,8 +333,19 @@ if cluster_start p; then
   bad=$(cq p -c "SET enable_seqscan = off" \
     -c "SELECT id FROM g WHERE id % 20 = 0 AND id <> (SELECT g2.id FROM g g2 ORDER BY g2.v <-> g.v LIMIT 1)" 2>&1)
   expect_eq "crash round 5: sampled rows are their own nearest neighbours" "$(lines "$bad")" ""
-  cq p -c "INSERT INTO g SELECT i, ARRAY(SELECT (i % 23) + random() FROM generate_series(1, 48))::embedding FROM generate_series(2001, 12000) i" >/dev/null ||
-    fail "crash round 5: inserts after recovery"
+  # How far the killed insert got before the poller saw a rebuild varies (a rebuild of a small index
+  # can finish between two polls): its rows are dead, their room is reused first, and the next rebuild
+  # waits until the index has doubled again. So rows go in by batches of 10,000 until the layout has
+  # grown past one superbucket (at most 20 batches).
+  batches=0
+  while [ "$batches" -lt 20 ]; do
+    lo=$((2001 + batches * 10000))
+    cq p -c "INSERT INTO g SELECT i, ARRAY(SELECT (i % 23) + random() FROM generate_series(1, 48))::embedding FROM generate_series($lo, $((lo + 9999))) i" >/dev/null ||
+      fail "crash round 5: inserts after recovery"
+    batches=$((batches + 1))
+    [ "$(cq p -c "SELECT superbuckets > 1 FROM lsh_index_info('g_idx')")" = t ] && break
+  done
+  echo "round 5: $batches batch(es) of 10,000 rows after recovery until the layout grew"
   problems=$(cq p -c "SELECT * FROM lsh_index_check('g_idx')" 2>&1)
   expect_eq "crash round 5: the index grows again after recovery, clean" "$(lines "$problems")" ""
   expect_eq "crash round 5: the grown layout has more than one superbucket" \
