@@ -24,6 +24,7 @@ use crate::pg::fmgr::error;
 use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
+use imgsim_algo::estimator::hamming_at;
 use imgsim_algo::lsh::{Metric, ProbeSequence, ScanMode};
 use imgsim_algo::rescore::{take_best, SketchPass, SketchScorer, RESCORE_FACTOR};
 use pgrx::pg_sys;
@@ -339,6 +340,42 @@ fn walk_chain(
     true
 }
 
+/// The bucket entries of page `p` (block `blk`), into `starts` (where each sketch begins in the page
+/// image `p.bytes()`), `codes` (bucket code) and `rows` (vector address), highest offset first: items
+/// are placed downwards from the page's end, so this reads the page in ascending addresses (what the
+/// hardware prefetcher follows). ERROR (index corrupted) for an entry whose sketch is not `words` words.
+fn page_entries(
+    p: page::PageRef<'_>,
+    blk: pg_sys::BlockNumber,
+    words: usize,
+    starts: &mut Vec<u32>,
+    codes: &mut Vec<u32>,
+    rows: &mut Vec<u64>,
+) {
+    let raw = p.bytes();
+    starts.clear();
+    codes.clear();
+    rows.clear();
+    for off in (1..=p.max_offset()).rev() {
+        if let Some(b) = p.item(off) {
+            let e = BucketEntry::parse(b);
+            if e.sketch.len() != words * 8 {
+                error(
+                    PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                    format!(
+                        "lsh index: bucket entry of {} bytes in block {blk}",
+                        b.len()
+                    ),
+                );
+            }
+            // The sketch lies inside the page image (`item` checks the item's bounds).
+            starts.push((e.sketch.as_ptr() as usize - raw.as_ptr() as usize) as u32);
+            codes.push(e.code);
+            rows.push(e.vector.0);
+        }
+    }
+}
+
 /// All entries of a superbucket chain, with their Hamming distance to the query sketch (those read
 /// before a rebuild ended the chain, on a standby).
 fn read_chain(
@@ -348,13 +385,19 @@ fn read_chain(
     build_id: u64,
 ) -> Vec<(u32, VectorRef, u32)> {
     let mut out = Vec::new();
-    walk_chain(index, head, build_id, |_, p| {
-        for off in 1..=p.max_offset() {
-            if let Some(b) = p.item(off) {
-                let e = BucketEntry::parse(b);
-                out.push((e.code, e.vector, e.hamming(q)));
-            }
-        }
+    let (mut starts, mut codes, mut rows, mut hams) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    walk_chain(index, head, build_id, |blk, p| {
+        page_entries(p, blk, q.len(), &mut starts, &mut codes, &mut rows);
+        hams.resize(rows.len(), 0);
+        hamming_at(q, p.bytes(), &starts, &mut hams);
+        out.extend(
+            codes
+                .iter()
+                .zip(&rows)
+                .zip(&hams)
+                .map(|((&c, &r), &h)| (c, VectorRef(r), h)),
+        );
     });
     out
 }
@@ -378,34 +421,12 @@ fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, from: u64, cap: usiz
     heads.sort_unstable();
     heads.dedup();
     let mut pass = SketchPass::new(&st.sketch, from, cap);
-    let mut starts: Vec<u32> = Vec::new();
-    let mut rows: Vec<u64> = Vec::new();
+    let (mut starts, mut codes, mut rows) = (Vec::new(), Vec::new(), Vec::new());
     for head in heads {
         complete = walk_chain(index, head, shape.meta.build_id, |blk, p| {
-            // Highest offset first: items are placed downwards from the page's end, so this reads the
-            // page in ascending addresses (what the hardware prefetcher follows). Hamming distances
-            // are taken on the page itself.
-            let raw = p.bytes();
-            starts.clear();
-            rows.clear();
-            for off in (1..=p.max_offset()).rev() {
-                if let Some(b) = p.item(off) {
-                    let e = BucketEntry::parse(b);
-                    if e.sketch.len() != words * 8 {
-                        error(
-                            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-                            format!(
-                                "lsh index: bucket entry of {} bytes in block {blk}",
-                                b.len()
-                            ),
-                        );
-                    }
-                    // The sketch lies inside the page image (`item` checks the item's bounds).
-                    starts.push((e.sketch.as_ptr() as usize - raw.as_ptr() as usize) as u32);
-                    rows.push(e.vector.0);
-                }
-            }
-            pass.offer(raw, &starts, &rows);
+            // Hamming distances are taken on the page itself.
+            page_entries(p, blk, words, &mut starts, &mut codes, &mut rows);
+            pass.offer(p.bytes(), &starts, &rows);
         });
         if !complete {
             // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after
