@@ -268,6 +268,7 @@ fn section_lsh(s: &Set) -> MemIndex {
             },
             rerank: rr,
             mode: ScanMode::Buckets,
+            scan_fraction: 1.0,
         };
         for (name, idx) in [("12b", &idx12), ("14b", &big)] {
             let a = run(idx, sp);

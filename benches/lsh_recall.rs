@@ -232,6 +232,7 @@ fn run_set(name: &str, data: Vec<f32>, queries: &[f32], dims: usize, metric: Met
                             max_probes: SWEEP_MAX_PROBES,
                             rerank,
                             mode: ScanMode::Buckets,
+                            scan_fraction: 1.0,
                         };
                         let (mut rc, mut cand, mut probes, mut entries) =
                             (0.0, 0usize, 0usize, 0usize);

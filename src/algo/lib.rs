@@ -6,6 +6,8 @@
 //!   implementation of the full query plan used as a test oracle and for choosing defaults.
 //! * [`estimator`]: compact codes scanned in full (sign codes by Hamming, a RaBitQ-style estimator),
 //!   the kernels of the issue-10 study `benches/lsh_real.rs`.
+//! * [`partition`]: planes fitted to the data (principal directions, median splits) that make the
+//!   superbuckets of a one-table index compact regions, so that a sketch scan can stop early.
 //! * [`rescore`]: the asymmetric sketch estimate (query projections × row sign bits) that reorders
 //!   the best rows by Hamming distance before the exact rerank.
 //! * [`topk`]: bounded top-R selection.
@@ -22,6 +24,7 @@
 pub mod distance;
 pub mod estimator;
 pub mod lsh;
+pub mod partition;
 pub mod rescore;
 pub mod synth;
 pub mod topk;

@@ -39,6 +39,7 @@
 //! ([`LshParams::to_bytes`]) and the mean vector ([`f32s_to_le_bytes`]).
 
 use crate::distance;
+use crate::partition::Learned;
 use crate::rescore::{take_best, SketchPass, RESCORE_FACTOR};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -583,10 +584,18 @@ const SKETCH_BLOCK: usize = 4096;
 
 /// Calls `f(j, k)` for each plane `j` of `planes` (`planes.len() / dims` planes of `dims` values) and
 /// each row `k` of `batch` (rows of `dims` values) with the row on the plane's positive side
-/// (`dot(plane, row) > 0`). Four planes and two rows per pass ([`distance::dot4x2`]), bit-identical
+/// (`dot(plane, row) > thresholds[j]`, 0 past the end of `thresholds`). Four planes and two rows per pass ([`distance::dot4x2`]), bit-identical
 /// to one `dot` per pair: each group of planes (20 kB at 1280 dims) stays in the L1 cache while the
 /// batch streams by.
-fn for_each_positive(planes: &[f32], batch: &[f32], dims: usize, mut f: impl FnMut(usize, usize)) {
+fn for_each_positive(
+    planes: &[f32],
+    thresholds: &[f32],
+    batch: &[f32],
+    dims: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    // Plane j's split point (0 where `thresholds` has none: random planes through the centre).
+    let th = |j: usize| thresholds.get(j).copied().unwrap_or(0.0);
     let rows = batch.len() / dims;
     let (quads, rest) = planes.split_at(planes.len() / (4 * dims) * 4 * dims);
     for (g, quad) in quads.chunks_exact(4 * dims).enumerate() {
@@ -594,10 +603,10 @@ fn for_each_positive(planes: &[f32], batch: &[f32], dims: usize, mut f: impl FnM
         for (r, pair) in batch.chunks_exact(2 * dims).enumerate() {
             let sums = distance::dot4x2(p, &pair[..dims], &pair[dims..]);
             for (k, (a, b)) in sums.into_iter().enumerate() {
-                if a > 0.0 {
+                if a > th(4 * g + k) {
                     f(4 * g + k, 2 * r);
                 }
-                if b > 0.0 {
+                if b > th(4 * g + k) {
                     f(4 * g + k, 2 * r + 1);
                 }
             }
@@ -605,7 +614,7 @@ fn for_each_positive(planes: &[f32], batch: &[f32], dims: usize, mut f: impl FnM
         if rows % 2 == 1 {
             let last = &batch[(rows - 1) * dims..];
             for (k, plane) in p.into_iter().enumerate() {
-                if distance::dot(plane, last) > 0.0 {
+                if distance::dot(plane, last) > th(4 * g + k) {
                     f(4 * g + k, rows - 1);
                 }
             }
@@ -614,7 +623,7 @@ fn for_each_positive(planes: &[f32], batch: &[f32], dims: usize, mut f: impl FnM
     let first = quads.len() / dims;
     for (j, plane) in rest.chunks_exact(dims).enumerate() {
         for (k, row) in batch.chunks_exact(dims).enumerate() {
-            if distance::dot(plane, row) > 0.0 {
+            if distance::dot(plane, row) > th(first + j) {
                 f(first + j, k);
             }
         }
@@ -627,6 +636,12 @@ pub struct LshModel {
     params: LshParams,
     planes: Planes,
     mean: Vec<f32>,
+    /// Table-0 planes fitted to the data ([`crate::partition`]), stored by the index; they replace
+    /// the random planes at the top bit positions of table 0.
+    learned: Option<Learned>,
+    /// Split point of each table plane, `tables * bits`, table-major: 0 for random planes, the
+    /// learned median for learned ones.
+    thresholds: Vec<f32>,
 }
 
 /// Codes and sketch of one stored row.
@@ -667,9 +682,67 @@ impl LshModel {
         }
         Ok(LshModel {
             planes: Planes::generate(&params),
+            thresholds: vec![0.0; (params.tables * params.bits) as usize],
             params,
             mean,
+            learned: None,
         })
+    }
+
+    /// Learned planes a model of `params` takes ([`LshModel::learn_partition`]): `min(bits,
+    /// hash_dims)` for a one-table index, whose only table orders its sketch scans; none otherwise
+    /// (bucket probing keeps its random, independent tables).
+    pub fn partition_planes(params: &LshParams) -> usize {
+        if params.tables == 1 {
+            params.bits.min(params.hash_dims()) as usize
+        } else {
+            0
+        }
+    }
+
+    /// This model with table 0's top `learned.count()` bit positions hashed by learned planes (plane
+    /// 0, the sample's largest variance, at the top bit `bits - 1`, which superbuckets split first).
+    pub fn with_learned(mut self, learned: Learned) -> Result<LshModel, LshError> {
+        let (bits, hd) = (self.params.bits as usize, self.params.hash_dims() as usize);
+        let c = learned.count();
+        if c > bits || learned.planes.len() != c * hd {
+            return Err(LshError::InvalidParams(format!(
+                "{c} learned planes of {} values for {bits} bits of {hd} values",
+                learned.planes.len()
+            )));
+        }
+        for (j, plane) in learned.planes.chunks_exact(hd).enumerate() {
+            let i = bits - 1 - j;
+            self.planes.table_planes[i * hd..(i + 1) * hd].copy_from_slice(plane);
+            self.thresholds[i] = learned.thresholds[j];
+        }
+        self.learned = Some(learned);
+        Ok(self)
+    }
+
+    /// This model with learned planes fitted to `sample` (raw rows, e.g. at
+    /// [`crate::partition::sample_positions`]) when it is a one-table model and the sample has at
+    /// least [`crate::partition::MIN_ROWS`] rows; else unchanged. Deterministic.
+    pub fn learn_partition(self, sample: &[f32]) -> Result<LshModel, LshError> {
+        let dims = self.params.dims as usize;
+        let count = Self::partition_planes(&self.params);
+        if count == 0 || sample.len() / dims < crate::partition::MIN_ROWS {
+            return Ok(self);
+        }
+        let mut prepared = Vec::with_capacity(sample.len() + sample.len() / dims);
+        let mut one = Vec::with_capacity(dims + 1);
+        for row in sample.chunks_exact(dims) {
+            self.prepare_row_into(row, &mut one)?;
+            prepared.extend_from_slice(&one);
+        }
+        let hd = self.params.hash_dims() as usize;
+        let learned = crate::partition::fit(&prepared, hd, count, self.params.seed);
+        self.with_learned(learned)
+    }
+
+    /// The learned planes, if any.
+    pub fn learned(&self) -> Option<&Learned> {
+        self.learned.as_ref()
     }
 
     /// Parameters.
@@ -768,7 +841,9 @@ impl LshModel {
         for (t, code) in codes.iter_mut().enumerate() {
             let mut c = 0u32;
             for i in 0..bits {
-                if distance::dot(self.planes.table_plane(t, i), scratch) > 0.0 {
+                if distance::dot(self.planes.table_plane(t, i), scratch)
+                    > self.thresholds[t * bits + i]
+                {
                     c |= 1 << i;
                 }
             }
@@ -817,12 +892,13 @@ impl LshModel {
                     codes[r * tables + t] = 0;
                 }
                 let planes = &self.planes.table_planes()[t * bits * hd..(t + 1) * bits * hd];
-                for_each_positive(planes, batch, hd, |i, k| {
+                let th = &self.thresholds[t * bits..(t + 1) * bits];
+                for_each_positive(planes, th, batch, hd, |i, k| {
                     codes[(start + k) * tables + t] |= 1 << i
                 });
             }
             sketches[start * words..end * words].fill(0);
-            for_each_positive(self.planes.sketch_planes(), batch, hd, |j, k| {
+            for_each_positive(self.planes.sketch_planes(), &[], batch, hd, |j, k| {
                 sketches[(start + k) * words + j / 64] |= 1u64 << (j % 64)
             });
         }
@@ -849,7 +925,9 @@ impl LshModel {
         for t in 0..tables {
             let mut c = 0u32;
             for i in 0..bits {
-                let p = distance::dot(self.planes.table_plane(t, i), &prepared);
+                // Signed distance to the split (exactly the dot product for a random plane).
+                let p = distance::dot(self.planes.table_plane(t, i), &prepared)
+                    - self.thresholds[t * bits + i];
                 if p > 0.0 {
                     c |= 1 << i;
                 }
@@ -1117,7 +1195,7 @@ impl RowHash {
 // ---------------------------------------------------------------------------------------------
 
 /// Query-time knobs of the search plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchParams {
     /// Neighbours to return.
     pub k: usize,
@@ -1132,6 +1210,43 @@ pub struct SearchParams {
     pub rerank: usize,
     /// Where candidates come from: probed buckets, or every row's sketch.
     pub mode: ScanMode,
+    /// Sketch scan of an index with learned planes: share of the rows read (superbuckets nearest the
+    /// query first, [`superbucket_order`], at least [`phase_rows`]); 1 reads every row. Ignored
+    /// without learned planes (every row is read).
+    pub scan_fraction: f64,
+}
+
+/// The superbuckets (top `dir_bits` bits of table-0 codes) of an index in the order a sketch scan
+/// visits them: query-directed multi-probe order over those bits (the query's own superbucket first;
+/// [`ProbeSequence`] on the top bits), every superbucket once.
+pub fn superbucket_order(qh: &QueryHash, dir_bits: u32) -> Box<dyn Iterator<Item = u32>> {
+    if dir_bits == 0 {
+        return Box::new(std::iter::once(0));
+    }
+    let bits = qh.bits;
+    let shift = bits - dir_bits;
+    let seq = ProbeSequence::new(
+        &[qh.codes[0] >> shift],
+        &qh.projections[shift as usize..bits as usize],
+        dir_bits,
+    );
+    Box::new(seq.map(|p| p.code))
+}
+
+/// Rows a sketch scan reads in its next phase (a run of superbuckets in [`superbucket_order`]) after
+/// `visited` rows: the first phase `max(fraction × rows, shortlist)` (so that the shortlist of
+/// `shortlist` rows can fill), each later one as many as all phases before (so that a query whose
+/// filter rejects most rows reaches the end in a few phases).
+pub fn phase_rows(rows: usize, fraction: f64, shortlist: usize, visited: usize) -> usize {
+    if visited > 0 {
+        return visited;
+    }
+    let f = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    ((rows as f64 * f).ceil() as usize).max(shortlist).max(1)
 }
 
 /// How a search finds its candidates.
@@ -1178,6 +1293,35 @@ pub mod auto {
         }
     }
 
+    /// Share of the rows a sketch scan reads before its first rerank: the superbuckets of a
+    /// one-table index with learned planes ([`crate::partition`]) nearest the query first, at least
+    /// the shortlist's size ([`super::phase_rows`]); the other rows come in later batches. 1 (every
+    /// row) for an index without learned planes, whose superbuckets are random slices.
+    pub fn scan_fraction(learned: bool) -> f64 {
+        if learned {
+            SCAN_FRACTION
+        } else {
+            1.0
+        }
+    }
+
+    /// The automatic [`scan_fraction`] of an index with learned planes.
+    pub const SCAN_FRACTION: f64 = 0.2;
+
+    /// Directory bits for `rows` rows in `tables` tables: superbuckets of at least 128 rows (one or
+    /// two pages of entries, read whole by a probe), or of at least 256 rows in a one-table index,
+    /// read by sketch scans superbucket by superbucket (the part-filled last page of each chain is
+    /// then a modest share of what a scan reads, and a scan that stops early reads regions of about
+    /// 0.4 % of the rows at 100k rows).
+    pub fn dir_bits(rows: usize, bits: u32, tables: u32) -> u32 {
+        let min_rows = if tables <= 1 { 256 } else { 128 };
+        let mut d = 0;
+        while d < bits && (rows >> (d + 1)) >= min_rows {
+            d += 1;
+        }
+        d
+    }
+
     /// Buckets probed per table in the first batch: 2^(bits − 7), at least 16.
     pub fn probes_per_table(bits: u32) -> usize {
         (1usize << bits.saturating_sub(7)).max(16)
@@ -1211,6 +1355,7 @@ impl SearchParams {
             max_probes: auto::probes_per_table(bits) * tables as usize,
             rerank: auto::rerank(rows as f64, mode).max(k),
             mode,
+            scan_fraction: auto::SCAN_FRACTION,
         }
     }
 
@@ -1274,6 +1419,10 @@ pub struct MemIndex {
     sketches: Vec<u64>,
     /// Per table: code -> row ids (ascending).
     buckets: Vec<HashMap<u32, Vec<u32>>>,
+    /// Superbucket bits of table 0, as the server's build chooses them ([`auto::dir_bits`]).
+    dir_bits: u32,
+    /// Row ids (ascending) per table-0 superbucket: what the server's chain of that superbucket holds.
+    superbuckets: Vec<Vec<u32>>,
 }
 
 impl MemIndex {
@@ -1313,7 +1462,11 @@ impl MemIndex {
             acc.add(row)?;
         }
         params.max_norm = acc.augment_norm();
-        let model = LshModel::new(params, acc.finish())?;
+        let rows = data.len() / dims;
+        let sample: Vec<f32> = crate::partition::sample_positions(rows)
+            .flat_map(|r| data[r * dims..(r + 1) * dims].iter().copied())
+            .collect();
+        let model = LshModel::new(params, acc.finish())?.learn_partition(&sample)?;
         Self::with_model(model, Arc::from(data))
     }
 
@@ -1357,6 +1510,11 @@ impl MemIndex {
                 b.entry(codes[r * tables + t]).or_default().push(r as u32);
             }
         }
+        let dir_bits = auto::dir_bits(rows, p.bits, p.tables);
+        let mut superbuckets = vec![Vec::new(); 1 << dir_bits];
+        for r in 0..rows {
+            superbuckets[(codes[r * tables] >> (p.bits - dir_bits)) as usize].push(r as u32);
+        }
         MemIndex {
             model,
             data,
@@ -1364,6 +1522,8 @@ impl MemIndex {
             codes,
             sketches,
             buckets,
+            dir_bits,
+            superbuckets,
         }
     }
 
@@ -1388,7 +1548,16 @@ impl MemIndex {
                 "truncated() can only shrink bits, tables and sketch_bits".into(),
             ));
         }
-        let model = LshModel::new(p, self.model.mean.clone())?;
+        let mut model = LshModel::new(p, self.model.mean.clone())?;
+        if let Some(l) = self.model.learned() {
+            // Learned planes sit at the top bits of table 0: kept only while those stay.
+            if bits != old.bits {
+                return Err(LshError::InvalidParams(
+                    "truncated() cannot change bits of a model with learned planes".into(),
+                ));
+            }
+            model = model.with_learned(l.clone())?;
+        }
         let (ot, ow) = (old.tables as usize, old.sketch_words());
         let (nt, nw) = (tables as usize, p.sketch_words());
         let mask = if bits == 32 {
@@ -1458,16 +1627,34 @@ impl MemIndex {
             let words = self.model.params.sketch_words();
             let cap = rerank.saturating_mul(RESCORE_FACTOR).min(self.rows);
             let mut pass = SketchPass::new(&qh.sketch, 0, cap);
+            // The rows read: every row, or with learned planes the superbuckets nearest the query
+            // until the first phase's rows (the server's first batch).
+            let visited: Vec<u32> = if self.model.learned().is_some() {
+                let want = phase_rows(self.rows, sp.scan_fraction, cap, 0);
+                let mut v = Vec::new();
+                for sb in superbucket_order(&qh, self.dir_bits) {
+                    if v.len() >= want {
+                        break;
+                    }
+                    v.extend_from_slice(&self.superbuckets[sb as usize]);
+                }
+                v
+            } else {
+                (0..self.rows as u32).collect()
+            };
             let mut bytes = Vec::new();
-            for (b, block) in self.sketches.chunks(SKETCH_BLOCK * words).enumerate() {
+            for block in visited.chunks(SKETCH_BLOCK) {
                 bytes.clear();
-                bytes.extend(block.iter().flat_map(|w| w.to_le_bytes()));
-                let n = block.len() / words;
-                let starts: Vec<u32> = (0..n).map(|i| (i * 8 * words) as u32).collect();
-                let rows: Vec<u64> = (0..n).map(|i| (b * SKETCH_BLOCK + i) as u64).collect();
+                bytes.extend(
+                    block
+                        .iter()
+                        .flat_map(|&r| self.row_sketch(r).iter().flat_map(|w| w.to_le_bytes())),
+                );
+                let starts: Vec<u32> = (0..block.len()).map(|i| (i * 8 * words) as u32).collect();
+                let rows: Vec<u64> = block.iter().map(|&r| u64::from(r)).collect();
                 pass.offer(&bytes, &starts, &rows);
             }
-            entries = self.rows;
+            entries = visited.len();
             let (mut scored, _) = pass.finish(&qh.sketch_scorer());
             cands = take_best(&mut scored, rerank)
                 .into_iter()
@@ -1493,7 +1680,7 @@ impl MemIndex {
             }
         }
         let candidates = if sp.mode == ScanMode::Sketches {
-            self.rows
+            entries
         } else {
             cands.len()
         };

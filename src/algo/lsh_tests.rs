@@ -352,6 +352,7 @@ fn unlimited_search_is_exact() {
             max_probes: usize::MAX,
             rerank: usize::MAX,
             mode: ScanMode::Buckets,
+            scan_fraction: 1.0,
         };
         for q in queries.chunks_exact(dims) {
             let r = idx.search(q, &sp).unwrap();
@@ -377,6 +378,7 @@ fn search_respects_limits() {
                 max_probes: 1000,
                 rerank: 20,
                 mode: ScanMode::Buckets,
+                scan_fraction: 1.0,
             },
         )
         .unwrap();
@@ -400,6 +402,7 @@ fn search_respects_limits() {
                 max_probes: 3,
                 rerank: 20,
                 mode: ScanMode::Buckets,
+                scan_fraction: 1.0,
             },
         )
         .unwrap();
@@ -438,6 +441,7 @@ fn recall_at_10_on_clustered_data() {
     let buckets = SearchParams::auto(p.bits, p.tables, p.sketch_bits, rows as u64, 10);
     let buckets = SearchParams {
         mode: ScanMode::Buckets,
+        scan_fraction: 1.0,
         rerank: auto::rerank(rows as f64, ScanMode::Buckets),
         ..buckets
     };
@@ -475,6 +479,7 @@ fn sketch_scan_reranks_the_best_sketches() {
                 max_probes: 0,
                 rerank: usize::MAX,
                 mode: ScanMode::Sketches,
+                scan_fraction: 1.0,
             };
             let r = idx.search(q, &all).unwrap();
             assert_eq!((r.candidates, r.reranked, r.probes), (3000, 3000, 0));

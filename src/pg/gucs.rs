@@ -25,6 +25,9 @@ pub static LSH_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// `lsh.rerank`: candidates (best by sketch distance) whose exact distance is computed per batch;
 /// 0 = automatic.
 pub static LSH_RERANK: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `lsh.scan_fraction`: share of the rows a sketch scan of an index with learned planes reads before
+/// its first rerank, nearest superbuckets first; 0 = automatic.
+pub static LSH_SCAN_FRACTION: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 
 /// The effective scan settings for an index with `bits` bits per table over about `rows` rows: the GUCs,
 /// or where they are 0 (`auto`) the automatic values of `imgsim_algo::lsh::auto` (shared with the
@@ -37,9 +40,19 @@ pub struct ScanSettings {
     pub probes_per_table: usize,
     pub max_candidates: usize,
     pub rerank: usize,
+    /// Rows of the index (estimate).
+    pub rows: f64,
+    /// Share of the rows a sketch scan reads first (indexes with learned planes only).
+    pub scan_fraction: f64,
 }
 
-pub fn scan_settings(bits: u32, tables: u32, sketch_bits: u32, rows: f64) -> ScanSettings {
+pub fn scan_settings(
+    bits: u32,
+    tables: u32,
+    sketch_bits: u32,
+    rows: f64,
+    learned: bool,
+) -> ScanSettings {
     use imgsim_algo::lsh::auto;
     let pick = |guc: i32, auto: usize| if guc > 0 { guc as usize } else { auto.max(1) };
     let mode = match LSH_SCAN_MODE.get() {
@@ -52,6 +65,11 @@ pub fn scan_settings(bits: u32, tables: u32, sketch_bits: u32, rows: f64) -> Sca
         probes_per_table: pick(LSH_PROBES.get(), auto::probes_per_table(bits)),
         max_candidates: pick(LSH_MAX_CANDIDATES.get(), auto::max_candidates(rows)),
         rerank: pick(LSH_RERANK.get(), auto::rerank(rows, mode)),
+        rows,
+        scan_fraction: match LSH_SCAN_FRACTION.get() {
+            f if f > 0.0 => f,
+            _ => auto::scan_fraction(learned),
+        },
     }
 }
 
@@ -91,6 +109,16 @@ pub fn init() {
         &LSH_RERANK,
         0,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"lsh.scan_fraction",
+        c"Share of the rows a sketch scan reads before its first rerank, nearest parts of the index first (0 = automatic).",
+        c"Only for one-table lsh indexes with learned planes (built or rebuilt with at least 1000 rows); other sketch scans read every row. Larger is more accurate and slower; rows not read come in later batches. Automatic: 0.2.",
+        &LSH_SCAN_FRACTION,
+        0.0,
+        1.0,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -14,7 +14,8 @@ use super::xlog::PageWrite;
 use super::MAX_INDEX_DIMS;
 use crate::pg::fmgr::{error, raise};
 use crate::pg::types::embedding::EmbeddingRef;
-use imgsim_algo::lsh::{LshModel, LshParams, MeanAccumulator, Metric};
+use imgsim_algo::lsh::{auto, LshModel, LshParams, MeanAccumulator, Metric};
+use imgsim_algo::partition;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -446,20 +447,37 @@ pub fn empty_meta() -> Meta {
         build_id: 0,
         built_blocks: 0,
         rebuild_pending: 0,
+        learned_planes: 0,
+        reserved: 0,
     }
 }
 
-/// Directory bits for `rows` rows in `tables` tables: superbuckets of at least 128 rows (one or two
-/// pages of entries, read whole by a probe), or of at least 1024 rows (six or more full pages) in a
-/// one-table index, which is read by sketch scans of every chain: the part-filled last page of each
-/// chain is then a small share of what a scan reads (GloVe 400k: 4,096 pages with 128-row superbuckets).
-fn dir_bits_for(rows: usize, bits: u32, tables: u32) -> u32 {
-    let min_rows = if tables <= 1 { 1024 } else { 128 };
-    let mut d = 0;
-    while d < bits && (rows >> (d + 1)) >= min_rows {
-        d += 1;
+/// `model` with learned table-0 planes (imgsim_algo::partition) fitted to an evenly spaced sample of
+/// the rows at `vrefs` (at most `partition::SAMPLE_ROWS`, read back from the index's own pages), for a
+/// one-table index of at least `partition::MIN_ROWS` rows; else `model` as it is.
+fn learn_partition(index: pg_sys::Relation, model: LshModel, vrefs: &[VectorRef]) -> LshModel {
+    let params = *model.params();
+    if LshModel::partition_planes(&params) == 0 || vrefs.len() < partition::MIN_ROWS {
+        return model;
     }
-    d
+    let dims = params.dims as usize;
+    let mut values = Vec::with_capacity(dims);
+    let mut sample = Vec::with_capacity(vrefs.len().min(partition::SAMPLE_ROWS) * dims);
+    for (i, pos) in partition::sample_positions(vrefs.len()).enumerate() {
+        if i % 256 == 0 {
+            pg_sys::check_for_interrupts!();
+        }
+        // A row the sample cannot read whole (flagged deleted meanwhile) is left out of it.
+        if shape::read_vector(index, vrefs[pos], &mut values).is_some() && values.len() == dims {
+            sample.extend_from_slice(&values);
+        }
+    }
+    model.learn_partition(&sample).unwrap_or_else(|e| {
+        error(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("cannot fit lsh partition planes: {e}"),
+        )
+    })
 }
 
 /// Rewrites the meta page (block 0, pinned and exclusively locked by the caller) with `meta`.
@@ -492,6 +510,7 @@ pub fn write_structure(
     let words = params.sketch_words();
     let n = vrefs.len();
     check_structure_memory(n, &params);
+    let model = learn_partition(index, model, vrefs);
 
     // Hash every row (reading vectors back from the index's own pages, in physical order).
     if report {
@@ -541,7 +560,7 @@ pub fn write_structure(
     if report {
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     }
-    let dir_bits = dir_bits_for(n, params.bits, params.tables);
+    let dir_bits = auto::dir_bits(n, params.bits, params.tables);
     let shift = params.bits - dir_bits;
     let mut heads = Vec::with_capacity(tables << dir_bits);
     let mut order: Vec<u32> = zeroed(n);
@@ -570,8 +589,14 @@ pub fn write_structure(
         }
     }
 
-    // Mean and directory as raw runs, then the meta page.
-    let mean_bytes: Vec<u8> = model.mean().iter().flat_map(|v| v.to_le_bytes()).collect();
+    // Mean (and learned planes) and directory as raw runs, then the meta page.
+    let learned = model.learned().map(|l| l.to_f32s()).unwrap_or_default();
+    let mean_bytes: Vec<u8> = model
+        .mean()
+        .iter()
+        .chain(&learned)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let (mean_start, mean_pages) = write_raw_run(index, fork, page::KIND_MEAN, &mean_bytes);
     let dir_bytes: Vec<u8> = heads.iter().flat_map(|b| b.to_le_bytes()).collect();
     let (dir_start, dir_pages) = write_raw_run(index, fork, page::KIND_DIRECTORY, &dir_bytes);
@@ -586,6 +611,7 @@ pub fn write_structure(
         built_rows: n as u64,
         build_id: new_build_id(),
         built_blocks: shape::nblocks(index),
+        learned_planes: model.learned().map_or(0, |l| l.count() as u32),
         ..empty_meta()
     }
 }

@@ -44,6 +44,7 @@ pub unsafe extern "C-unwind" fn amcostestimate(
             layout.tables as u32,
             layout.sketch_bits,
             tuples.max(layout.built_rows),
+            layout.learned,
         );
         let probes = set.probes_per_table as f64 * layout.tables;
         let rerank = set.rerank as f64;
@@ -55,11 +56,21 @@ pub unsafe extern "C-unwind" fn amcostestimate(
             / page::raw_capacity() as f64)
             .max(1.0);
         let (bucket_pages, candidates) = match set.mode {
-            // Every chain of one table, every row's sketch scored.
-            ScanMode::Sketches => (
-                (layout.superbuckets * chain_pages).min(index_pages.max(1.0)),
-                tuples,
-            ),
+            // The chains of one table, every row's sketch scored (with learned planes, the share
+            // lsh.scan_fraction of them).
+            ScanMode::Sketches => {
+                let share = if layout.learned {
+                    set.scan_fraction.clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                (
+                    (layout.superbuckets * chain_pages * share)
+                        .max(1.0)
+                        .min(index_pages.max(1.0)),
+                    tuples * share,
+                )
+            }
             ScanMode::Buckets => {
                 let chains_read = probes.min(layout.tables * layout.superbuckets);
                 (
@@ -93,6 +104,8 @@ struct Layout {
     /// Vector pages one reranked row reads: 1, plus the share of rows split over two pages.
     pages_per_vector: f64,
     built_rows: f64,
+    /// Whether table 0 has learned planes (a sketch scan reads a share of the rows).
+    learned: bool,
 }
 
 fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
@@ -110,6 +123,7 @@ fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
                     + size_of::<pg_sys::ItemIdData>()) as f64,
                 pages_per_vector: pages_per_vector(p.dims as usize, shape.meta.version),
                 built_rows: shape.meta.built_rows as f64,
+                learned: shape.model.learned().is_some(),
             }
         }
         None => Layout {
@@ -126,6 +140,7 @@ fn stored_layout(indexoid: pg_sys::Oid, tuples: f64) -> Layout {
             entry_bytes: 48.0,
             pages_per_vector: 1.0,
             built_rows: 0.0,
+            learned: false,
         },
     };
     // SAFETY: opened above.

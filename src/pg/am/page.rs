@@ -4,7 +4,9 @@
 //! - block 0, META: magic, format version, the LSH parameters (planes are regenerated from them), where
 //!   the mean vector and the bucket directory live, and a build id.
 //! - MEAN pages (consecutive): the mean vector computed at build, raw f32s after the page header: `dims`
-//!   values, or `dims + 1` for a norm-augmented inner-product index (`LshParams::hash_dims`).
+//!   values, or `dims + 1` for a norm-augmented inner-product index (`LshParams::hash_dims`); from
+//!   format version 3 followed by the learned planes of a one-table index (`Meta::learned_planes`
+//!   planes of `hash_dims` values, then one split point per plane).
 //! - DIRECTORY pages (consecutive): for each table and each "superbucket" (the top `dir_bits` bits of
 //!   the bucket code) the head block of that superbucket's chain of BUCKET pages. Written at build (or on
 //!   the first insert into an index built empty), read-only afterwards.
@@ -35,7 +37,12 @@ pub const MAGIC: u32 = 0x4C53_4831; // "LSH1"
 /// and are read as they are; inserts into them keep storing whole items, so that a version-1 index stays
 /// readable by the pg_imgsim that built it, and any rewrite of the meta page (a layout rebuild, REINDEX)
 /// makes it version 2.
-pub const VERSION: u32 = 2;
+///
+/// Version 3 added learned planes (a one-table index's table-0 planes fitted to the data, stored after
+/// the mean, `Meta::learned_planes`): a version-2 reader would hash such an index's codes with random
+/// planes. Version 1 and 2 indexes have none and are read as they are (random planes); a layout
+/// rebuild or REINDEX writes version 3.
+pub const VERSION: u32 = 3;
 /// The oldest format version this pg_imgsim reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
@@ -97,10 +104,16 @@ pub struct Meta {
     /// Occupies what was the struct's tail padding (older meta pages may read anything here, which
     /// costs one needless search at the next VACUUM).
     pub rebuild_pending: u32,
+    /// Learned table-0 planes stored after the mean in the MEAN run (format version 3,
+    /// `imgsim_algo::partition`): `learned_planes × (hash_dims + 1)` floats, the planes then their
+    /// split points. 0: random planes only. Older meta pages read 0 here (beyond their contents).
+    pub learned_planes: u32,
+    /// Zero; keeps the struct free of padding.
+    pub reserved: u32,
 }
 
 // Meta is copied to and from pages as bytes: it must have no padding.
-const _: () = assert!(size_of::<Meta>() == 88);
+const _: () = assert!(size_of::<Meta>() == 96);
 
 /// Bytes usable for raw arrays (mean, directory) on one page.
 pub const fn raw_capacity() -> usize {

@@ -25,7 +25,7 @@ use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
 use imgsim_algo::estimator::hamming_at;
-use imgsim_algo::lsh::{Metric, ProbeSequence, ScanMode};
+use imgsim_algo::lsh::{phase_rows, superbucket_order, Metric, ProbeSequence, ScanMode};
 use imgsim_algo::rescore::{take_best, SketchPass, SketchScorer, RESCORE_FACTOR};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -49,6 +49,15 @@ struct ScanState {
     /// lsh.rerank`, at most what the scan's memory budget holds), so that a query whose filter rejects
     /// most rows reaches the end in a few passes.
     sketch_passes: u32,
+    /// Sketch scan of an index with learned planes: the superbuckets not yet visited, nearest the
+    /// query first (imgsim_algo::lsh::superbucket_order). None: every chain is in one phase.
+    order: Option<Box<dyn Iterator<Item = u32>>>,
+    /// Chains of the current phase of a sketch scan (passes repeat over them); empty when the next
+    /// pass begins a new phase.
+    phase_heads: Vec<pg_sys::BlockNumber>,
+    /// Chains of every phase so far, and their entries.
+    visited_heads: HashSet<pg_sys::BlockNumber>,
+    visited_rows: usize,
     /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
     /// Entries held in `chains`.
@@ -76,6 +85,10 @@ impl ScanState {
             probes_done: 0,
             sketch_from: None,
             sketch_passes: 0,
+            order: None,
+            phase_heads: Vec::new(),
+            visited_heads: HashSet::new(),
+            visited_rows: 0,
             chains: HashMap::new(),
             chain_entries: 0,
             seen: HashSet::new(),
@@ -219,6 +232,9 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     if settings(index, &shape).mode == ScanMode::Sketches {
         st.sketch_from = Some(0);
         st.scorer = Some(qh.sketch_scorer());
+        if shape.model.learned().is_some() {
+            st.order = Some(superbucket_order(&qh, shape.meta.dir_bits));
+        }
     } else {
         st.probes = Some(qh.probes());
     }
@@ -403,42 +419,105 @@ fn read_chain(
 }
 
 /// One sketch-scan pass (imgsim_algo::rescore::SketchPass, the engine MemIndex::search runs too): the
-/// `cap` smallest keys from `from` on among the entries of table 0 (each row has exactly one), into
-/// `pending` keyed by their asymmetric estimate, so that the batches rerank them best estimate
-/// first. Returns the key the next pass starts from: None
-/// when this pass took every key left, or when the structure was rebuilt under it (a standby) so that
+/// `cap` smallest keys from `from` on among the table-0 entries of the current phase's chains (each
+/// row is in exactly one), into `pending` keyed by their asymmetric estimate, so that the batches
+/// rerank them best estimate first. A pass from key 0 with no phase open begins one: every chain
+/// (random planes), or with learned planes the next chains in the query's superbucket order until
+/// `imgsim_algo::lsh::phase_rows` rows were read. Returns the key the next pass of this phase
+/// starts from: None when this pass took every key left in the phase (the next pass begins the
+/// next phase, if any: `st.order`), or when the structure was rebuilt under it (a standby) so that
 /// no pass may follow (as with bucket probing, the scan then returns what it has: a rebuild changes
 /// every sketch).
-fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, from: u64, cap: usize) -> Option<u64> {
-    let mut complete = true;
+fn sketch_pass(
+    index: pg_sys::Relation,
+    st: &mut ScanState,
+    from: u64,
+    cap: usize,
+    first: &FirstPhase,
+) -> Option<u64> {
     let shape = st.shape.clone().expect("scan started");
     let words = shape.params().sketch_words();
-    let mut heads: Vec<pg_sys::BlockNumber> = shape.heads[..1usize << shape.meta.dir_bits]
-        .iter()
-        .copied()
-        .filter(|&h| h != page::INVALID_BLOCK)
-        .collect();
-    heads.sort_unstable();
-    heads.dedup();
-    let mut pass = SketchPass::new(&st.sketch, from, cap);
+    let build_id = shape.meta.build_id;
+    let sketch = st.sketch.clone();
+    let mut pass = SketchPass::new(&sketch, from, cap);
     let (mut starts, mut codes, mut rows) = (Vec::new(), Vec::new(), Vec::new());
-    for head in heads {
-        complete = walk_chain(index, head, shape.meta.build_id, |blk, p| {
+    let mut read = |head: pg_sys::BlockNumber, pass: &mut SketchPass, count: &mut usize| {
+        walk_chain(index, head, build_id, |blk, p| {
             // Hamming distances are taken on the page itself.
             page_entries(p, blk, words, &mut starts, &mut codes, &mut rows);
+            *count += rows.len();
             pass.offer(p.bytes(), &starts, &rows);
-        });
+        })
+    };
+    let mut complete = true;
+    let mut count = 0;
+    if st.phase_heads.is_empty() {
+        let heads = &shape.heads[..1usize << shape.meta.dir_bits];
+        match st.order.as_mut() {
+            None => {
+                let mut all: Vec<pg_sys::BlockNumber> = heads
+                    .iter()
+                    .copied()
+                    .filter(|&h| h != page::INVALID_BLOCK)
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                st.phase_heads = all;
+            }
+            Some(order) => {
+                // Begin a phase: chains nearest the query first, read as they are chosen.
+                let want = phase_rows(first.rows, first.fraction, first.shortlist, st.visited_rows);
+                while count < want && complete {
+                    let Some(sb) = order.next() else {
+                        st.order = None;
+                        break;
+                    };
+                    let head = heads[sb as usize];
+                    if head == page::INVALID_BLOCK || !st.visited_heads.insert(head) {
+                        continue;
+                    }
+                    st.phase_heads.push(head);
+                    complete = read(head, &mut pass, &mut count);
+                }
+                st.visited_rows += count;
+                return finish_pass(st, pass, complete);
+            }
+        }
+    }
+    for &head in &st.phase_heads {
+        complete = read(head, &mut pass, &mut count);
         if !complete {
-            // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after
-            // this pass.
             break;
         }
     }
+    finish_pass(st, pass, complete)
+}
+
+/// What a sketch scan's first phase reads: `phase_rows(rows, fraction, shortlist, 0)`.
+struct FirstPhase {
+    rows: usize,
+    fraction: f64,
+    shortlist: usize,
+}
+
+/// Ranks what a pass kept into `pending`; returns the key the next pass of the phase starts from
+/// (see [`sketch_pass`]) and closes the phase when there is none.
+fn finish_pass(st: &mut ScanState, pass: SketchPass, complete: bool) -> Option<u64> {
     // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
     let scorer = st.scorer.as_ref().expect("sketch scan has a scorer");
     let (scored, last) = pass.finish(scorer);
     st.pending.extend(scored);
-    last.filter(|_| complete)
+    if !complete {
+        // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after this
+        // pass.
+        st.order = None;
+        st.phase_heads.clear();
+        return None;
+    }
+    if last.is_none() {
+        st.phase_heads.clear();
+    }
+    last
 }
 
 /// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
@@ -455,6 +534,7 @@ fn settings(index: pg_sys::Relation, shape: &Shape) -> gucs::ScanSettings {
         shape.params().tables,
         shape.params().sketch_bits,
         reltuples.max(shape.meta.built_rows as f64),
+        shape.model.learned().is_some(),
     )
 }
 
@@ -476,14 +556,24 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                 // RESCORE_FACTOR × rerank rows (doubling with each pass) are shortlisted by Hamming
                 // distance and reordered by the asymmetric estimate; at most what the scan's memory
                 // budget holds (a hostile lsh.rerank).
+                let budget_rows = scan_memory_budget() / shortlist_bytes(&shape);
                 let cap = rerank
                     .saturating_mul(RESCORE_FACTOR << st.sketch_passes.min(20))
-                    .min(scan_memory_budget() / shortlist_bytes(&shape))
+                    .min(budget_rows)
                     .max(1);
+                let first = FirstPhase {
+                    rows: set.rows as usize,
+                    fraction: set.scan_fraction,
+                    shortlist: rerank.saturating_mul(RESCORE_FACTOR).min(budget_rows),
+                };
                 st.sketch_passes += 1;
-                st.sketch_from = sketch_pass(index, st, from, cap);
+                let next = sketch_pass(index, st, from, cap, &first);
+                // The phase goes on from `next`, or the next phase (if any) from key 0.
+                st.sketch_from = next.or(st.order.as_ref().map(|_| 0));
                 if st.pending.is_empty() {
-                    st.sketch_from = None;
+                    if st.sketch_from.is_some() {
+                        continue;
+                    }
                     return false;
                 }
             } else if st.probes.is_none() {

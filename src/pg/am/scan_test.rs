@@ -7,7 +7,7 @@
 mod tests {
     use crate::pg::am::shape;
     use imgsim_algo::estimator::gaussian_unit_vectors;
-    use imgsim_algo::lsh::{LshModel, MemIndex, ScanMode, SearchParams};
+    use imgsim_algo::lsh::{MemIndex, ScanMode, SearchParams};
     use pgrx::prelude::*;
     use std::sync::Arc;
 
@@ -21,7 +21,7 @@ mod tests {
 
     /// Table `name` of `ROWS` Gaussian directions (no clusters, many rows at similar distances: hard for
     /// the sketch) with an lsh cosine index built `with` these options, and the in-memory index with
-    /// the server's own model (parameters and mean read from the index).
+    /// the server's own model (parameters, mean and learned planes read from the index).
     fn twin(name: &str, with: &str) -> MemIndex {
         let data = gaussian_unit_vectors(10, ROWS, DIMS);
         Spi::run(&format!(
@@ -48,7 +48,7 @@ mod tests {
             let index = pg_sys::index_open(oid, lock);
             let s = shape::load(index).expect("index built");
             pg_sys::index_close(index, lock);
-            LshModel::new(*s.params(), s.model.mean().to_vec()).unwrap()
+            s.model.clone()
         };
         MemIndex::with_model(model, Arc::from(data.as_slice())).unwrap()
     }
@@ -82,17 +82,29 @@ mod tests {
             "a small index has one table"
         );
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        assert!(
+            mem.model().learned().is_some(),
+            "a one-table index of 2000 rows has learned planes"
+        );
         Spi::run("SET LOCAL lsh.scan_mode = 'sketches'").unwrap();
-        for rerank in [10usize, 40, 150] {
-            Spi::run(&format!("SET LOCAL lsh.rerank = {rerank}")).unwrap();
-            let sp = SearchParams {
-                k: 10,
-                max_candidates: 0,
-                max_probes: 0,
-                rerank,
-                mode: ScanMode::Sketches,
-            };
-            compare("twin_s", &mem, &sp);
+        // Shares of the rows read first (superbuckets nearest the query): 0.1 is less than the
+        // shortlist at rerank 150 (the shortlist's size is read then).
+        for scan_fraction in [0.1, 0.35, 1.0] {
+            for rerank in [10usize, 40, 150] {
+                Spi::run(&format!(
+                    "SET LOCAL lsh.rerank = {rerank}; SET LOCAL lsh.scan_fraction = {scan_fraction}"
+                ))
+                .unwrap();
+                let sp = SearchParams {
+                    k: 10,
+                    max_candidates: 0,
+                    max_probes: 0,
+                    rerank,
+                    mode: ScanMode::Sketches,
+                    scan_fraction,
+                };
+                compare("twin_s", &mem, &sp);
+            }
         }
     }
 
@@ -117,6 +129,7 @@ mod tests {
                 max_probes: probes * tables,
                 rerank,
                 mode: ScanMode::Buckets,
+                scan_fraction: 1.0,
             };
             compare("twin_b", &mem, &sp);
         }

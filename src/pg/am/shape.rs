@@ -7,6 +7,7 @@ use super::buffer::{Lock, Locked};
 use super::page::{self, Meta, VectorItem, VectorRef};
 use crate::pg::fmgr::error;
 use imgsim_algo::lsh::{LshModel, LshParams};
+use imgsim_algo::partition::Learned;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use std::cell::RefCell;
@@ -86,14 +87,36 @@ pub fn load_from(index: pg_sys::Relation, meta: Meta) -> Option<Rc<Shape>> {
             format!("lsh index parameters are invalid: {e}"),
         )
     });
-    // `dims` values, `dims + 1` for a norm-augmented inner-product index.
-    let mean = read_f32_run(index, meta.mean_start, params.hash_dims() as usize);
-    let model = LshModel::new(params, mean).unwrap_or_else(|e| {
+    // `dims` values, `dims + 1` for a norm-augmented inner-product index; then the learned planes
+    // (format 3), at most one per table-0 bit.
+    let hd = params.hash_dims() as usize;
+    let learned = if meta.version >= 3 {
+        meta.learned_planes as usize
+    } else {
+        0
+    };
+    if learned > LshModel::partition_planes(&params) {
+        error(
+            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+            format!("lsh index meta page names {learned} learned planes"),
+        );
+    }
+    let mut mean = read_f32_run(index, meta.mean_start, hd + learned * (hd + 1));
+    let planes = mean.split_off(hd);
+    let invalid = |e: String| -> ! {
         error(
             PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
             format!("lsh index model is invalid: {e}"),
         )
-    });
+    };
+    let mut model = LshModel::new(params, mean).unwrap_or_else(|e| invalid(e.to_string()));
+    if learned > 0 {
+        let l = Learned::from_f32s(learned, hd, &planes)
+            .unwrap_or_else(|| invalid("learned planes are not finite".into()));
+        model = model
+            .with_learned(l)
+            .unwrap_or_else(|e| invalid(e.to_string()));
+    }
     let n_heads = (params.tables as usize) << meta.dir_bits;
     let heads = read_u32_run(index, meta.dir_start, n_heads);
     let shape = Rc::new(Shape { meta, model, heads });
