@@ -691,9 +691,12 @@ impl LshModel {
 
     /// Learned planes a model of `params` takes ([`LshModel::learn_partition`]): `min(bits,
     /// hash_dims)` for a one-table index, whose only table orders its sketch scans; none otherwise
-    /// (bucket probing keeps its random, independent tables).
+    /// (bucket probing keeps its random, independent tables), nor for a norm-augmented inner-product
+    /// index: its queries ([q/|q|, 0]) lie off the rows' manifold ([x/M, √(1 − |x|²/M²)]), so the
+    /// superbuckets nearest a query are not those of its largest inner products (regress test
+    /// lsh_ip: recall@10 fell below 0.9 at a fifth of the rows).
     pub fn partition_planes(params: &LshParams) -> usize {
-        if params.tables == 1 {
+        if params.tables == 1 && !params.augmented() {
             params.bits.min(params.hash_dims()) as usize
         } else {
             0
