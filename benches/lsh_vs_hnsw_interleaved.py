@@ -17,6 +17,8 @@ pg_imgsim installed for PostgreSQL 18 (release build:
 
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
+        [--reuse-indexes | --reuse-hnsw]
+  (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
 import statistics
@@ -39,6 +41,7 @@ def main():
     ap.add_argument("--ef", default="40,80,160,320,640")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reuse-indexes", action="store_true", help="keep the indexes of a previous run (no builds)")
+    ap.add_argument("--reuse-hnsw", action="store_true", help="rebuild lsh, keep a previous run's hnsw")
     a = ap.parse_args()
     op = "<=>" if a.metric == "cosine" else "<->"
     lsh_ops, hnsw_ops = f"embedding_{a.metric}_ops", f"vector_{a.metric}_ops"
@@ -62,7 +65,8 @@ def main():
     # Only this script's indexes on these tables (a leftover index would be measured instead).
     if not a.reuse_indexes:
         c.execute("DROP INDEX IF EXISTS lsh_items_idx")
-        c.execute("DROP INDEX IF EXISTS items_hnsw_idx")
+        if not a.reuse_hnsw:
+            c.execute("DROP INDEX IF EXISTS items_hnsw_idx")
     if not c.execute("SELECT to_regclass('lsh_items')").fetchone()[0]:
         c.execute(f"CREATE TABLE lsh_items (id int, v embedding({dims}))")
         c.execute("INSERT INTO lsh_items SELECT id, v::real[]::embedding FROM items")
@@ -74,7 +78,7 @@ def main():
                                "WITH (m = 16, ef_construction = 64)")):
         cpu0, t0 = backend_cpu_ns(pid), time.perf_counter()
         c.execute(sql)
-        if not a.reuse_indexes:
+        if not a.reuse_indexes and not (a.reuse_hnsw and name == "hnsw"):
             builds[name] = (time.perf_counter() - t0, (backend_cpu_ns(pid) - cpu0) / 1e9)
     sizes = {n: c.execute(f"SELECT pg_relation_size('{i}')").fetchone()[0] / 2**20
              for n, i in (("lsh", "lsh_items_idx"), ("hnsw", "items_hnsw_idx"), ("raw", "items"))}
@@ -103,11 +107,11 @@ def main():
     for sql in (lsh_sql, hnsw_sql):
         plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + sql, (qs[0][1],)))
         assert "Index Scan" in plan, plan
-    if a.reuse_indexes:
+    if a.reuse_indexes or a.reuse_hnsw:
         for qid, v in qs[:5]:  # bring the reused indexes into shared buffers
             c.execute(lsh_sql, (v,)).fetchall()
             c.execute(hnsw_sql, (v,)).fetchall()
-    reranks = [int(x) for x in a.rerank.split(",")]
+    reranks = a.rerank.split(",")
     efs = [int(x) for x in a.ef.split(",")]
     res = {("lsh", r): [] for r in reranks} | {("hnsw", e): [] for e in efs}
     for _ in range(a.rounds):
@@ -116,7 +120,9 @@ def main():
             for i in range(max(len(reranks), len(efs))):
                 pairs = []
                 if i < len(reranks):
-                    pairs.append((("lsh", reranks[i]), lsh_sql, f"SET lsh.rerank = {reranks[i]}"))
+                    r, _, f = reranks[i].partition("@")
+                    pairs.append((("lsh", reranks[i]), lsh_sql,
+                                  f"SET lsh.rerank = {int(r)}; SET lsh.scan_fraction = {float(f or 0)}"))
                 if i < len(efs):
                     pairs.append((("hnsw", efs[i]), hnsw_sql, f"SET hnsw.ef_search = {efs[i]}"))
                 for key, sql, setting in pairs:

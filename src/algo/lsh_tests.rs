@@ -871,3 +871,113 @@ fn automatic_mode_and_tables() {
     assert_eq!((sp.mode, sp.rerank), (ScanMode::Buckets, 2000));
     assert_eq!(SearchParams::for_rows(10_000, 10).rerank, 500);
 }
+
+/// Learned planes: a one-table model of enough rows gets them (cosine and L2, not norm-augmented inner
+/// product, not several tables); hashing by the batch kernel equals hashing row by row, and the
+/// query's table-0 code is the side of each split it lies on.
+#[test]
+fn learned_planes_are_fitted_where_they_help_and_hash_consistently() {
+    let dims = 24;
+    let data = clustered(dims, 4000, 61);
+    for (metric, tables, want) in [
+        (Metric::Cosine, 1, true),
+        (Metric::L2, 1, true),
+        (Metric::InnerProduct, 1, false),
+        (Metric::Cosine, 4, false),
+    ] {
+        let idx = MemIndex::build(params(dims as u32, 10, tables, 128, metric), &data).unwrap();
+        let m = idx.model();
+        assert_eq!(m.learned().is_some(), want, "{metric:?} tables {tables}");
+        let few = MemIndex::build(params(dims as u32, 10, tables, 128, metric), &data[..999 * dims])
+            .unwrap();
+        assert!(few.model().learned().is_none(), "999 rows keep random planes");
+        if !want {
+            continue;
+        }
+        assert_eq!(m.learned().unwrap().count(), 10);
+        let (mut codes, mut sketches, mut scratch) =
+            (vec![0u32; 4000], vec![0u64; 4000 * 2], Vec::new());
+        m.hash_many_into(&data, &mut scratch, &mut codes, &mut sketches)
+            .unwrap();
+        for r in (0..4000).step_by(97) {
+            let h = m.hash(&data[r * dims..(r + 1) * dims]).unwrap();
+            assert_eq!(h.codes[0], codes[r]);
+            assert_eq!(h.codes[0], idx.row_codes(r as u32)[0]);
+            let q = m.query(&data[r * dims..(r + 1) * dims]).unwrap();
+            for i in 0..10 {
+                assert_eq!(q.codes[0] >> i & 1 == 1, q.projections[i] > 0.0);
+            }
+        }
+        // Median splits: the top bit halves the rows.
+        let top = codes.iter().filter(|c| *c >> 9 & 1 == 1).count();
+        assert!((1900..=2100).contains(&top), "{top}");
+    }
+}
+
+/// The superbucket order visits every superbucket once, the query's own first; phases grow as
+/// documented; a learned sketch scan at fraction 1 returns what a full scan returns, and at a
+/// fraction it reads about that share and keeps most of the recall on clustered data.
+#[test]
+fn superbucket_phases_cover_everything_and_keep_recall() {
+    let dims = 32;
+    let gen = Clustered::new(ClusterSpec {
+        dims,
+        clusters: 20,
+        subclusters: 10,
+        ..ClusterSpec::default_512()
+    });
+    let data = gen.points(20_000, 0);
+    let queries = gen.points(30, 1);
+    let idx = MemIndex::build(params(dims as u32, 12, 1, 256, Metric::Cosine), &data).unwrap();
+    assert!(idx.model().learned().is_some());
+    let dir_bits = auto::dir_bits(20_000, 12, 1);
+    assert_eq!(dir_bits, 6);
+    let qh = idx.model().query(&queries[..dims]).unwrap();
+    let order: Vec<u32> = superbucket_order(&qh, dir_bits).collect();
+    assert_eq!(order[0], qh.codes[0] >> 6);
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..64).collect::<Vec<u32>>());
+    assert_eq!(superbucket_order(&qh, 0).collect::<Vec<_>>(), vec![0]);
+
+    assert_eq!(phase_rows(1000, 0.2, 40, 0), 200);
+    assert_eq!(phase_rows(1000, 0.01, 40, 0), 40);
+    assert_eq!(phase_rows(1000, f64::NAN, 40, 0), 1000);
+    assert_eq!(phase_rows(1000, 0.2, 40, 230), 230);
+
+    let sp = |scan_fraction| SearchParams {
+        k: 10,
+        max_candidates: 0,
+        max_probes: 0,
+        rerank: 100,
+        mode: ScanMode::Sketches,
+        scan_fraction,
+    };
+    let (mut full, mut part, mut read) = (0.0, 0.0, 0);
+    for q in queries.chunks_exact(dims) {
+        let truth = idx.exact_search(q, 10);
+        let all = idx.search(q, &sp(1.0)).unwrap();
+        assert_eq!(all.entries, 20_000);
+        full += recall(&all.neighbors, &truth);
+        let some = idx.search(q, &sp(0.2)).unwrap();
+        assert!(some.entries >= 4000 && some.entries < 20_000, "{}", some.entries);
+        read += some.entries;
+        part += recall(&some.neighbors, &truth);
+    }
+    let n = queries.len() as f64 / dims as f64;
+    let (full, part) = (full / n, part / n);
+    assert!(part >= full - 0.05, "recall {part} at a fifth of the rows, {full} at all");
+    assert!((read as f64 / n) < 8000.0, "{} rows read on average", read as f64 / n);
+}
+
+/// `n` rows of clustered `dims`-d data.
+fn clustered(dims: usize, n: usize, seed: u64) -> Vec<f32> {
+    Clustered::new(ClusterSpec {
+        dims,
+        clusters: 20,
+        subclusters: 4,
+        seed,
+        ..ClusterSpec::default_512()
+    })
+    .points(n, 0)
+}
