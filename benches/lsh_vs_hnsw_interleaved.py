@@ -17,7 +17,7 @@ pg_imgsim installed for PostgreSQL 18 (release build:
 
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
-        [--reuse-indexes | --reuse-hnsw]
+        [--reuse-indexes | --reuse-hnsw] [--dbname bench]
   (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
@@ -35,6 +35,7 @@ def backend_cpu_ns(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=54418)
+    ap.add_argument("--dbname", default="bench")
     ap.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--rerank", default="200,500,1000,2000")
@@ -45,7 +46,7 @@ def main():
     a = ap.parse_args()
     op = "<=>" if a.metric == "cosine" else "<->"
     lsh_ops, hnsw_ops = f"embedding_{a.metric}_ops", f"vector_{a.metric}_ops"
-    c = psycopg.connect(host="127.0.0.1", port=a.port, user="postgres", dbname="bench", autocommit=True)
+    c = psycopg.connect(host="127.0.0.1", port=a.port, user="postgres", dbname=a.dbname, autocommit=True)
     # No server-side prepared statements: a generic plan of `ORDER BY v <=> $1` may not use hnsw (a first
     # run measured seq scans as "hnsw" that way).
     c.prepare_threshold = None

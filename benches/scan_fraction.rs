@@ -9,7 +9,9 @@
 //! default: `.cache/data/images/{base,queries}.npy`; `--holdout Q`: the last Q rows of the base are
 //! the queries, e.g. GloVe: `--npy $PWD/.cache/data/glove/glove_6B_50d_emb.npy --holdout 200`).
 
-use imgsim_algo::lsh::{exact_knn, recall, LshParams, MemIndex, Metric, ScanMode, SearchParams};
+use imgsim_algo::lsh::{
+    exact_knn, recall, LshModel, LshParams, MemIndex, Metric, ScanMode, SearchParams,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,6 +57,19 @@ fn main() {
         ..LshParams::recommended(dims as u32, metric)
     };
     let t = Instant::now();
+    let sample: Vec<f32> = imgsim_algo::partition::sample_positions(n)
+        .flat_map(|r| data[r * dims..(r + 1) * dims].iter().copied())
+        .collect();
+    let fitted = LshModel::new(params, vec![0.0; dims])
+        .and_then(|m| m.learn_partition(&sample))
+        .expect("fit");
+    println!(
+        "learned planes fitted in {:.2} s ({} sample rows, {} planes)",
+        t.elapsed().as_secs_f64(),
+        sample.len() / dims,
+        fitted.learned().map_or(0, |l| l.count())
+    );
+    let t = Instant::now();
     let idx = MemIndex::build(params, &data).expect("build");
     println!(
         "{n} rows x {dims} dims, {nq} queries, {:?}: bits {} tables {} sketch {} learned {} (built in {:.1} s)",
@@ -71,7 +86,7 @@ fn main() {
         .map(|q| exact_knn(&data, dims, q, K, metric))
         .collect();
     println!("fraction  rerank  recall@10  rows read  ms/query (in memory)");
-    for fraction in [0.05, 0.1, 0.15, 0.2, 0.3, 1.0] {
+    for fraction in [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 1.0] {
         for rerank in [200usize, 300, 500] {
             let sp = SearchParams {
                 k: K,

@@ -930,14 +930,16 @@ fn superbucket_phases_cover_everything_and_keep_recall() {
     let queries = gen.points(30, 1);
     let idx = MemIndex::build(params(dims as u32, 12, 1, 256, Metric::Cosine), &data).unwrap();
     assert!(idx.model().learned().is_some());
-    let dir_bits = auto::dir_bits(20_000, 12, 1);
-    assert_eq!(dir_bits, 6);
+    let dir_bits = auto::dir_bits(20_000, 12, 1, true);
+    assert_eq!(dir_bits, 8);
     let qh = idx.model().query(&queries[..dims]).unwrap();
     let order: Vec<u32> = superbucket_order(&qh, dir_bits).collect();
-    assert_eq!(order[0], qh.codes[0] >> 6);
+    assert_eq!(order[0], qh.codes[0] >> 4);
     let mut sorted = order.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (0..64).collect::<Vec<u32>>());
+    assert_eq!(sorted, (0..256).collect::<Vec<u32>>());
+    assert_eq!(auto::dir_bits(20_000, 12, 1, false), 4);
+    assert_eq!(auto::dir_bits(20_000, 12, 8, false), 7);
     assert_eq!(superbucket_order(&qh, 0).collect::<Vec<_>>(), vec![0]);
 
     assert_eq!(phase_rows(1000, 0.2, 40, 0), 200);

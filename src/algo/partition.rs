@@ -85,18 +85,17 @@ pub fn fit(sample: &[f32], dims: usize, count: usize, seed: u64) -> Learned {
     orthonormalise(&mut basis, &fallback, dims);
     let mut proj = vec![0f32; n * m];
     for _ in 0..ITERATIONS {
-        // basis ← orth(Xᵀ X basis)
+        // basis ← orth(Xᵀ X basis), accumulated in f32 (a vectorised multiply-add; the directions
+        // need no more precision than the median splits they feed).
         project(sample, &basis, dims, &mut proj);
-        let mut next = vec![0f64; m * dims];
+        basis.fill(0.0);
         for (row, p) in sample.chunks_exact(dims).zip(proj.chunks_exact(m)) {
-            for (j, &pj) in p.iter().enumerate() {
-                let acc = &mut next[j * dims..(j + 1) * dims];
+            for (acc, &pj) in basis.chunks_exact_mut(dims).zip(p) {
                 for (a, &x) in acc.iter_mut().zip(row) {
-                    *a += f64::from(pj) * f64::from(x);
+                    *a += pj * x;
                 }
             }
         }
-        basis = next.into_iter().map(|x| x as f32).collect();
         orthonormalise(&mut basis, &fallback, dims);
     }
     // Order by the variance along each direction, keep `count`, split at the median.

@@ -560,7 +560,7 @@ pub fn write_structure(
     if report {
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     }
-    let dir_bits = auto::dir_bits(n, params.bits, params.tables);
+    let dir_bits = auto::dir_bits(n, params.bits, params.tables, model.learned().is_some());
     let shift = params.bits - dir_bits;
     let mut heads = Vec::with_capacity(tables << dir_bits);
     let mut order: Vec<u32> = zeroed(n);
