@@ -888,9 +888,15 @@ fn learned_planes_are_fitted_where_they_help_and_hash_consistently() {
         let idx = MemIndex::build(params(dims as u32, 10, tables, 128, metric), &data).unwrap();
         let m = idx.model();
         assert_eq!(m.learned().is_some(), want, "{metric:?} tables {tables}");
-        let few = MemIndex::build(params(dims as u32, 10, tables, 128, metric), &data[..999 * dims])
-            .unwrap();
-        assert!(few.model().learned().is_none(), "999 rows keep random planes");
+        let few = MemIndex::build(
+            params(dims as u32, 10, tables, 128, metric),
+            &data[..999 * dims],
+        )
+        .unwrap();
+        assert!(
+            few.model().learned().is_none(),
+            "999 rows keep random planes"
+        );
         if !want {
             continue;
         }
@@ -962,14 +968,25 @@ fn superbucket_phases_cover_everything_and_keep_recall() {
         assert_eq!(all.entries, 20_000);
         full += recall(&all.neighbors, &truth);
         let some = idx.search(q, &sp(0.2)).unwrap();
-        assert!(some.entries >= 4000 && some.entries < 20_000, "{}", some.entries);
+        assert!(
+            some.entries >= 4000 && some.entries < 20_000,
+            "{}",
+            some.entries
+        );
         read += some.entries;
         part += recall(&some.neighbors, &truth);
     }
     let n = queries.len() as f64 / dims as f64;
     let (full, part) = (full / n, part / n);
-    assert!(part >= full - 0.05, "recall {part} at a fifth of the rows, {full} at all");
-    assert!((read as f64 / n) < 8000.0, "{} rows read on average", read as f64 / n);
+    assert!(
+        part >= full - 0.05,
+        "recall {part} at a fifth of the rows, {full} at all"
+    );
+    assert!(
+        (read as f64 / n) < 8000.0,
+        "{} rows read on average",
+        read as f64 / n
+    );
 }
 
 /// `n` rows of clustered `dims`-d data.
