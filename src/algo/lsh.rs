@@ -1308,7 +1308,9 @@ pub mod auto {
         }
     }
 
-    /// The automatic [`scan_fraction`] of an index with learned planes.
+    /// The automatic [`scan_fraction`] of an index with learned planes: recall@10 at rerank 500
+    /// (`benches/scan_fraction.rs`, 200 queries) 0.973 of the full scan's 0.975 on 100k image
+    /// embeddings, 0.965 of 0.980 on GloVe 400k × 50 (0.952 at 0.2: too close to 0.95).
     pub const SCAN_FRACTION: f64 = 0.25;
 
     /// Directory bits for `rows` rows in `tables` tables: superbuckets of at least 128 rows (one or
