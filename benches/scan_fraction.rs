@@ -57,16 +57,17 @@ fn main() {
         ..LshParams::recommended(dims as u32, metric)
     };
     let t = Instant::now();
-    let sample: Vec<f32> = imgsim_algo::partition::sample_positions(n)
+    let mut sample: Vec<f32> = imgsim_algo::partition::sample_positions(n, dims)
         .flat_map(|r| data[r * dims..(r + 1) * dims].iter().copied())
         .collect();
+    let rows_sampled = sample.len() / dims;
     let fitted = LshModel::new(params, vec![0.0; dims])
-        .and_then(|m| m.learn_partition(&sample))
+        .and_then(|m| m.learn_partition(&mut sample, n, &mut || {}))
         .expect("fit");
     println!(
         "learned planes fitted in {:.2} s ({} sample rows, {} planes)",
         t.elapsed().as_secs_f64(),
-        sample.len() / dims,
+        rows_sampled,
         fitted.learned().map_or(0, |l| l.count())
     );
     let t = Instant::now();

@@ -723,23 +723,31 @@ impl LshModel {
         Ok(self)
     }
 
-    /// This model with learned planes fitted to `sample` (raw rows, e.g. at
-    /// [`crate::partition::sample_positions`]) when it is a one-table model and the sample has at
-    /// least [`crate::partition::MIN_ROWS`] rows; else unchanged. Deterministic.
-    pub fn learn_partition(self, sample: &[f32]) -> Result<LshModel, LshError> {
+    /// This model with learned planes fitted to `sample` (raw rows at
+    /// [`crate::partition::sample_positions`], prepared in place) when it is a one-table model of at
+    /// least [`crate::partition::MIN_ROWS`] rows (`rows`: the index's, not the sample's) and the fit
+    /// is finite; else unchanged. Deterministic. `check` is called once per fit iteration.
+    pub fn learn_partition(
+        self,
+        sample: &mut [f32],
+        rows: usize,
+        check: &mut dyn FnMut(),
+    ) -> Result<LshModel, LshError> {
         let dims = self.params.dims as usize;
         let count = Self::partition_planes(&self.params);
-        if count == 0 || sample.len() / dims < crate::partition::MIN_ROWS {
+        if count == 0 || rows < crate::partition::MIN_ROWS || sample.len() < dims {
             return Ok(self);
         }
-        let mut prepared = Vec::with_capacity(sample.len() + sample.len() / dims);
-        let mut one = Vec::with_capacity(dims + 1);
-        for row in sample.chunks_exact(dims) {
+        // Not norm-augmented (partition_planes): a prepared row has `dims` values too.
+        let mut one = Vec::with_capacity(dims);
+        for row in sample.chunks_exact_mut(dims) {
             self.prepare_row_into(row, &mut one)?;
-            prepared.extend_from_slice(&one);
+            row.copy_from_slice(&one);
         }
-        let hd = self.params.hash_dims() as usize;
-        let learned = crate::partition::fit(&prepared, hd, count, self.params.seed);
+        let learned = crate::partition::fit(sample, dims, count, self.params.seed, check);
+        if !crate::partition::is_finite(&learned) {
+            return Ok(self);
+        }
         self.with_learned(learned)
     }
 
@@ -1309,7 +1317,7 @@ pub mod auto {
     }
 
     /// The automatic [`scan_fraction`] of an index with learned planes: recall@10 at rerank 500
-    /// (`benches/scan_fraction.rs`, 200 queries) 0.973 of the full scan's 0.975 on 100k image
+    /// (`benches/scan_fraction.rs`, 200 queries) 0.975 of the full scan's 0.975 on 100k image
     /// embeddings, 0.965 of 0.980 on GloVe 400k × 50 (0.952 at 0.2: too close to 0.95).
     pub const SCAN_FRACTION: f64 = 0.25;
 
@@ -1475,10 +1483,11 @@ impl MemIndex {
         }
         params.max_norm = acc.augment_norm();
         let rows = data.len() / dims;
-        let sample: Vec<f32> = crate::partition::sample_positions(rows)
+        let mut sample: Vec<f32> = crate::partition::sample_positions(rows, dims)
             .flat_map(|r| data[r * dims..(r + 1) * dims].iter().copied())
             .collect();
-        let model = LshModel::new(params, acc.finish())?.learn_partition(&sample)?;
+        let model =
+            LshModel::new(params, acc.finish())?.learn_partition(&mut sample, rows, &mut || {})?;
         Self::with_model(model, Arc::from(data))
     }
 
@@ -1525,7 +1534,10 @@ impl MemIndex {
         let dir_bits = auto::dir_bits(rows, p.bits, p.tables, model.learned().is_some());
         let mut superbuckets = vec![Vec::new(); 1 << dir_bits];
         for r in 0..rows {
-            superbuckets[(codes[r * tables] >> (p.bits - dir_bits)) as usize].push(r as u32);
+            let sb = codes[r * tables]
+                .checked_shr(p.bits - dir_bits)
+                .unwrap_or(0);
+            superbuckets[sb as usize].push(r as u32);
         }
         MemIndex {
             model,

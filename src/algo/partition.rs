@@ -22,6 +22,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// Rows a fit looks at, at most (evenly spaced over the rows).
 pub const SAMPLE_ROWS: usize = 8192;
+/// Values a sample holds, at most (16 MB of f32: 3,276 rows of 1280 dimensions, 262 of 16,000), so
+/// that the memory of a fit (done inside an INSERT that rebuilds the layout, too) stays bounded.
+pub const SAMPLE_VALUES: usize = 4 << 20;
 /// Fewer rows than this are not worth a learned partition: the index keeps its random planes.
 pub const MIN_ROWS: usize = 1000;
 /// Subspace iterations of a fit.
@@ -73,7 +76,15 @@ impl Learned {
 ///
 /// # Panics
 /// If `sample` is not a whole number of rows, or `count > dims`.
-pub fn fit(sample: &[f32], dims: usize, count: usize, seed: u64) -> Learned {
+///
+/// `check` is called once per iteration (the server checks for query cancel there).
+pub fn fit(
+    sample: &[f32],
+    dims: usize,
+    count: usize,
+    seed: u64,
+    check: &mut dyn FnMut(),
+) -> Learned {
     assert!(dims > 0 && sample.len().is_multiple_of(dims), "sample size");
     assert!(count <= dims, "more planes than dimensions");
     let n = sample.len() / dims;
@@ -86,6 +97,7 @@ pub fn fit(sample: &[f32], dims: usize, count: usize, seed: u64) -> Learned {
     orthonormalise(&mut basis, &fallback, dims);
     let mut proj = vec![0f32; n * m];
     for _ in 0..ITERATIONS {
+        check();
         // basis ← orth(Xᵀ X basis), accumulated in f32 (a vectorised multiply-add; the directions
         // need no more precision than the median splits they feed).
         project(sample, &basis, dims, &mut proj);
@@ -182,10 +194,19 @@ fn median(v: &mut [f32]) -> f32 {
     *v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1
 }
 
-/// Evenly spaced sample positions: `min(rows, SAMPLE_ROWS)` of `0..rows`.
-pub fn sample_positions(rows: usize) -> impl Iterator<Item = usize> {
-    let s = rows.min(SAMPLE_ROWS);
+/// Evenly spaced sample positions among `0..rows` for rows of `dims` values: at most [`SAMPLE_ROWS`]
+/// rows and [`SAMPLE_VALUES`] values (at least one row when there is one).
+pub fn sample_positions(rows: usize, dims: usize) -> impl Iterator<Item = usize> {
+    let s = rows
+        .min(SAMPLE_ROWS)
+        .min((SAMPLE_VALUES / dims.max(1)).max(1));
     (0..s).map(move |i| i * rows / s)
+}
+
+/// Whether every value of `l` is finite (a sample of extreme values can overflow f32 projections:
+/// such planes are not used).
+pub fn is_finite(l: &Learned) -> bool {
+    l.planes.iter().chain(&l.thresholds).all(|x| x.is_finite())
 }
 
 #[cfg(test)]
@@ -218,7 +239,7 @@ mod tests {
     #[test]
     fn finds_the_principal_directions_in_order() {
         let (data, axes) = anisotropic(4000);
-        let l = fit(&data, 16, 3, 1);
+        let l = fit(&data, 16, 3, 1, &mut || {});
         assert_eq!(l.count(), 3);
         for k in 0..3 {
             let p = &l.planes[k * 16..(k + 1) * 16];
@@ -233,7 +254,7 @@ mod tests {
             assert!((1990..=2010).contains(&above), "{above}");
         }
         // Deterministic.
-        assert_eq!(l, fit(&data, 16, 3, 1));
+        assert_eq!(l, fit(&data, 16, 3, 1, &mut || {}));
     }
 
     #[test]
@@ -250,7 +271,7 @@ mod tests {
             (vec![0f32; 10 * dims], 8),
             (Vec::new(), 3),
         ] {
-            let l = fit(&sample, dims, count, 9);
+            let l = fit(&sample, dims, count, 9, &mut || {});
             assert_eq!(l.count(), count);
             assert!(l.planes.iter().chain(&l.thresholds).all(|x| x.is_finite()));
             for a in 0..count {
@@ -265,9 +286,25 @@ mod tests {
     }
 
     #[test]
+    fn overflowing_samples_give_non_finite_planes_that_are_detected() {
+        // Projections of ±3e38 values overflow f32: the median split is infinite.
+        let dims = 4;
+        let sample: Vec<f32> = (0..2000)
+            .flat_map(|r| {
+                let s = if r % 5 < 3 { 3e38f32 } else { -3e38 };
+                [s, -s, s, s]
+            })
+            .collect();
+        let l = fit(&sample, dims, 2, 4, &mut || {});
+        assert!(!is_finite(&l));
+        let (data, _) = anisotropic(500);
+        assert!(is_finite(&fit(&data, 16, 4, 2, &mut || {})));
+    }
+
+    #[test]
     fn stored_form_round_trips_and_refuses_damage() {
         let (data, _) = anisotropic(500);
-        let l = fit(&data, 16, 4, 2);
+        let l = fit(&data, 16, 4, 2, &mut || {});
         let v = l.to_f32s();
         assert_eq!(Learned::from_f32s(4, 16, &v), Some(l));
         assert_eq!(Learned::from_f32s(3, 16, &v), None);
@@ -279,9 +316,18 @@ mod tests {
 
     #[test]
     fn sample_positions_are_spread_and_bounded() {
-        assert_eq!(sample_positions(5).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-        let p: Vec<usize> = sample_positions(100_000).collect();
+        assert_eq!(
+            sample_positions(5, 8).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        let p: Vec<usize> = sample_positions(100_000, 50).collect();
         assert_eq!(p.len(), SAMPLE_ROWS);
         assert!(p.windows(2).all(|w| w[0] < w[1]) && *p.last().unwrap() < 100_000);
+        assert_eq!(
+            sample_positions(100_000, 1280).count(),
+            SAMPLE_VALUES / 1280
+        );
+        assert_eq!(sample_positions(100_000, 16_000).count(), 262);
+        assert_eq!(sample_positions(0, 16_000).count(), 0);
     }
 }

@@ -115,7 +115,7 @@ pub fn init() {
     GucRegistry::define_float_guc(
         c"lsh.scan_fraction",
         c"Share of the rows a sketch scan reads before its first rerank, nearest parts of the index first (0 = automatic).",
-        c"Only for one-table lsh indexes with learned planes (built or rebuilt with at least 1000 rows); other sketch scans read every row. Larger is more accurate and slower; rows not read come in later batches. Automatic: 0.25.",
+        c"Only for one-table cosine or l2 lsh indexes with learned planes (built or rebuilt with at least 1000 rows); other sketch scans read every row. Larger is more accurate and slower; rows not read come in later batches. Automatic: 0.25.",
         &LSH_SCAN_FRACTION,
         0.0,
         1.0,

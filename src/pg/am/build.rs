@@ -435,7 +435,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
 pub fn empty_meta() -> Meta {
     Meta {
         magic: page::MAGIC,
-        version: page::VERSION,
+        version: page::VERSION_WITHOUT_LEARNED,
         params: [0; 32],
         dims: 0,
         dir_bits: 0,
@@ -453,17 +453,22 @@ pub fn empty_meta() -> Meta {
 }
 
 /// `model` with learned table-0 planes (imgsim_algo::partition) fitted to an evenly spaced sample of
-/// the rows at `vrefs` (at most `partition::SAMPLE_ROWS`, read back from the index's own pages), for a
-/// one-table index of at least `partition::MIN_ROWS` rows; else `model` as it is.
+/// the rows at `vrefs` (`partition::sample_positions`: at most 8,192 rows and 16 MB, read back from
+/// the index's own pages), for a one-table index of at least `partition::MIN_ROWS` rows; else `model`
+/// as it is (also when the sample's memory cannot be had: the planes are optional).
 fn learn_partition(index: pg_sys::Relation, model: LshModel, vrefs: &[VectorRef]) -> LshModel {
     let params = *model.params();
     if LshModel::partition_planes(&params) == 0 || vrefs.len() < partition::MIN_ROWS {
         return model;
     }
     let dims = params.dims as usize;
+    let positions: Vec<usize> = partition::sample_positions(vrefs.len(), dims).collect();
+    let mut sample = Vec::new();
+    if sample.try_reserve_exact(positions.len() * dims).is_err() {
+        return model;
+    }
     let mut values = Vec::with_capacity(dims);
-    let mut sample = Vec::with_capacity(vrefs.len().min(partition::SAMPLE_ROWS) * dims);
-    for (i, pos) in partition::sample_positions(vrefs.len()).enumerate() {
+    for (i, &pos) in positions.iter().enumerate() {
         if i % 256 == 0 {
             pg_sys::check_for_interrupts!();
         }
@@ -472,12 +477,16 @@ fn learn_partition(index: pg_sys::Relation, model: LshModel, vrefs: &[VectorRef]
             sample.extend_from_slice(&values);
         }
     }
-    model.learn_partition(&sample).unwrap_or_else(|e| {
-        error(
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("cannot fit lsh partition planes: {e}"),
-        )
-    })
+    model
+        .learn_partition(&mut sample, vrefs.len(), &mut || {
+            pg_sys::check_for_interrupts!();
+        })
+        .unwrap_or_else(|e| {
+            error(
+                PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                format!("cannot fit lsh partition planes: {e}"),
+            )
+        })
 }
 
 /// Rewrites the meta page (block 0, pinned and exclusively locked by the caller) with `meta`.
@@ -612,6 +621,7 @@ pub fn write_structure(
         build_id: new_build_id(),
         built_blocks: shape::nblocks(index),
         learned_planes: model.learned().map_or(0, |l| l.count() as u32),
+        version: page::version_for(model.learned().is_some()),
         ..empty_meta()
     }
 }

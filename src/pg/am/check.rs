@@ -1,5 +1,6 @@
 //! `lsh_index_check(regclass)`: verifies a whole index and returns one row per problem (none when clean):
-//! page kinds and chains; every live vector's codes and sketch recomputed from the regenerated planes and
+//! page kinds and chains; every live vector's codes and sketch recomputed from the index's planes
+//! (regenerated from the seed, and the stored learned ones) and
 //! found exactly once in the right bucket of every table; no bucket entry pointing at a missing vector;
 //! and every live heap row present exactly once with the same values (heap scanned as CREATE INDEX does,
 //! like amcheck's heapallindexed: heap -> index).

@@ -1,7 +1,8 @@
 //! On-disk layout of an `lsh` index. Every page is a standard PostgreSQL page (so checksums, generic WAL
 //! and pageinspect work) with an 8-byte special area naming its kind and the next page of its chain.
 //!
-//! - block 0, META: magic, format version, the LSH parameters (planes are regenerated from them), where
+//! - block 0, META: magic, format version, the LSH parameters (random planes are regenerated from them;
+//!   learned ones are stored after the mean), where
 //!   the mean vector and the bucket directory live, and a build id.
 //! - MEAN pages (consecutive): the mean vector computed at build, raw f32s after the page header: `dims`
 //!   values, or `dims + 1` for a norm-augmented inner-product index (`LshParams::hash_dims`); from
@@ -41,8 +42,21 @@ pub const MAGIC: u32 = 0x4C53_4831; // "LSH1"
 /// Version 3 added learned planes (a one-table index's table-0 planes fitted to the data, stored after
 /// the mean, `Meta::learned_planes`): a version-2 reader would hash such an index's codes with random
 /// planes. Version 1 and 2 indexes have none and are read as they are (random planes); a layout
-/// rebuild or REINDEX writes version 3.
+/// rebuild or REINDEX writes version 3 when it fits learned planes, else version 2
+/// ([`version_for`]).
 pub const VERSION: u32 = 3;
+/// The version written for an index without learned planes: 2, whose readers read it exactly as
+/// this pg_imgsim does, so that a downgrade keeps such indexes usable.
+pub const VERSION_WITHOUT_LEARNED: u32 = 2;
+
+/// The version to write for an index with (`learned`) or without learned planes.
+pub fn version_for(learned: bool) -> u32 {
+    if learned {
+        VERSION
+    } else {
+        VERSION_WITHOUT_LEARNED
+    }
+}
 /// The oldest format version this pg_imgsim reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 

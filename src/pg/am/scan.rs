@@ -1,11 +1,15 @@
 //! Index scans: `ORDER BY emb <op> query`. Candidates come from one of two sources (`lsh.scan_mode`,
 //! automatic by index size, `imgsim_algo::lsh::auto::mode`):
-//! - sketches: one pass over the entries of the first hash table (every row once, with its sketch) keeps
+//! - sketches: a pass over the entries of the first hash table (every row once, with its sketch) keeps
 //!   the `RESCORE_FACTOR × lsh.rerank` rows of smallest (sketch Hamming distance, address) and orders
 //!   them by the asymmetric estimate (query projections × row sign bits, imgsim_algo::rescore), whose
 //!   best `lsh.rerank` are reranked first; when the executor asks for more, the next batches take the
 //!   next rows of that order, and later passes the next rows after the last key taken, twice as many
-//!   each time, so every row comes back, in a few passes even under a selective filter;
+//!   each time, so every row comes back, in a few passes even under a selective filter. With learned
+//!   planes (imgsim_algo::partition) the passes run over phases: the first reads the superbucket
+//!   chains nearest the query (`lsh.scan_fraction` of the rows), each next one the following chains
+//!   in that order, as many rows as all phases before; a phase's passes end before the next phase
+//!   begins, and each chain belongs to one phase;
 //! - buckets: a batch probes buckets in query-directed multi-probe order (all tables together) until
 //!   `lsh.probes` buckets per table or `lsh.max_candidates` distinct rows, and ranks the candidates by
 //!   sketch Hamming distance; when the executor asks for more, the next batch reranks the next-best

@@ -108,6 +108,34 @@ mod tests {
         }
     }
 
+    /// A filtered query that fetches every matching row runs through every phase and pass of a
+    /// learned sketch scan: each row comes back exactly once, closest first within each batch.
+    #[pg_test]
+    fn sketch_scan_phases_return_every_row_once() {
+        let mem = twin("twin_p", "");
+        assert!(mem.model().learned().is_some());
+        Spi::run("SET LOCAL enable_seqscan = off; SET LOCAL lsh.scan_mode = 'sketches'").unwrap();
+        let q = literal(&gaussian_unit_vectors(12, 1, DIMS));
+        for (fraction, rerank) in [(0.05, 10), (0.3, 7), (1.0, 50)] {
+            Spi::run(&format!(
+                "SET LOCAL lsh.scan_fraction = {fraction}; SET LOCAL lsh.rerank = {rerank}"
+            ))
+            .unwrap();
+            for (filter, want) in [("true", ROWS as i64), ("id % 7 = 3", 286)] {
+                let (n, distinct) = Spi::get_two::<i64, i64>(&format!(
+                    "SELECT count(*), count(DISTINCT id) FROM (SELECT id FROM twin_p WHERE {filter} \
+                     ORDER BY v <=> {q}::embedding LIMIT 100000) s"
+                ))
+                .unwrap();
+                assert_eq!(
+                    (n, distinct),
+                    (Some(want), Some(want)),
+                    "fraction {fraction}, rerank {rerank}, {filter}"
+                );
+            }
+        }
+    }
+
     #[pg_test]
     fn bucket_probing_matches_the_in_memory_twin() {
         let mem = twin("twin_b", "WITH (tables = 4, bits = 6)");
