@@ -8,6 +8,8 @@
 //!   the kernels of the issue-10 study `benches/lsh_real.rs`.
 //! * [`partition`]: planes fitted to the data (principal directions, median splits) that make the
 //!   superbuckets of a one-table index compact regions, so that a sketch scan can stop early.
+//! * [`probing`]: the bucket-probing engine, generic over where buckets are read ([`probing::Buckets`]):
+//!   the server's pages or [`lsh::MemIndex`]'s hash maps.
 //! * [`rescore`]: the asymmetric sketch estimate (query projections × row sign bits) that reorders
 //!   the best rows by Hamming distance before the exact rerank.
 //! * [`topk`]: bounded top-R selection.
@@ -25,6 +27,7 @@ pub mod distance;
 pub mod estimator;
 pub mod lsh;
 pub mod partition;
+pub mod probing;
 pub mod rescore;
 pub mod synth;
 pub mod topk;

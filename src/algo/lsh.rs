@@ -40,6 +40,7 @@
 
 use crate::distance;
 use crate::partition::Learned;
+use crate::probing::{BucketProbing, Buckets};
 use crate::rescore::{take_best, SketchPass, RESCORE_FACTOR};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -1639,11 +1640,11 @@ impl MemIndex {
     /// Runs the full query plan.
     pub fn search(&self, q: &[f32], sp: &SearchParams) -> Result<SearchResult, LshError> {
         let qh = self.model.query(q)?;
-        let mut seen = vec![0u64; self.rows.div_ceil(64)];
-        let mut cands: Vec<u32> = Vec::with_capacity(sp.max_candidates.min(self.rows));
+        let mut cands: Vec<u32> = Vec::new();
         let mut probes = 0usize;
         let mut entries = 0usize;
         let rerank = sp.rerank.max(sp.k);
+        let mut candidates = 0usize;
         if sp.mode == ScanMode::Sketches {
             // The best `RESCORE_FACTOR × rerank` by Hamming distance, then the best `rerank` of those
             // by the asymmetric estimate: the server's sketch pass (scan.rs), the same engine, fed
@@ -1679,6 +1680,7 @@ impl MemIndex {
                 pass.offer(&bytes, &starts, &rows);
             }
             entries = visited.len();
+            candidates = entries;
             let (mut scored, _) = pass.finish(&qh.sketch_scorer());
             cands = take_best(&mut scored, rerank)
                 .into_iter()
@@ -1686,37 +1688,28 @@ impl MemIndex {
                 .collect();
             cands.sort_unstable();
         } else if sp.max_candidates > 0 && sp.max_probes > 0 {
-            for probe in qh.probes() {
-                probes += 1;
-                if let Some(ids) = self.buckets[probe.table as usize].get(&probe.code) {
-                    entries += ids.len();
-                    for &id in ids {
-                        let (w, b) = (id as usize / 64, id % 64);
-                        if seen[w] & (1u64 << b) == 0 {
-                            seen[w] |= 1u64 << b;
-                            cands.push(id);
-                        }
-                    }
-                }
-                if cands.len() >= sp.max_candidates || probes >= sp.max_probes {
-                    break;
-                }
-            }
-        }
-        let candidates = if sp.mode == ScanMode::Sketches {
-            entries
-        } else {
-            cands.len()
-        };
-        if cands.len() > rerank {
-            // Rank by (Hamming distance, id) and keep the best `rerank`.
-            let mut keyed: Vec<(u32, u32)> = cands
-                .iter()
-                .map(|&id| (distance::hamming(&qh.sketch, self.row_sketch(id)), id))
+            // The server's bucket probing (the same engine), then the best `rerank` by (Hamming
+            // distance, id).
+            let mut src = MemBuckets {
+                index: self,
+                sketch: &qh.sketch,
+                entries: 0,
+            };
+            let mut probing = BucketProbing::new(qh.probes());
+            let mut pending = Vec::new();
+            probing.probe(
+                &mut src,
+                &mut pending,
+                sp.max_probes,
+                sp.max_candidates,
+                usize::MAX,
+            );
+            (probes, entries) = (probing.probes(), src.entries);
+            cands = take_best(&mut pending, rerank)
+                .into_iter()
+                .map(|r| r as u32)
                 .collect();
-            keyed.select_nth_unstable(rerank - 1);
-            keyed.truncate(rerank);
-            cands = keyed.into_iter().map(|(_, id)| id).collect();
+            candidates = probing.seen();
         }
         let metric = self.model.params.metric;
         let mut scored: Vec<Neighbor> = cands
@@ -1747,6 +1740,26 @@ impl MemIndex {
             k,
             self.model.params.metric,
         )
+    }
+}
+
+/// [`MemIndex`]'s buckets for [`BucketProbing`]: hash-map lookups, Hamming distances to `sketch`.
+struct MemBuckets<'a> {
+    index: &'a MemIndex,
+    sketch: &'a [u64],
+    /// Rows of the buckets read.
+    entries: usize,
+}
+
+impl Buckets for MemBuckets<'_> {
+    fn bucket(&mut self, table: u32, code: u32, out: &mut Vec<(u32, u64)>) {
+        if let Some(ids) = self.index.buckets[table as usize].get(&code) {
+            self.entries += ids.len();
+            out.extend(ids.iter().map(|&id| {
+                let ham = distance::hamming(self.sketch, self.index.row_sketch(id));
+                (ham, u64::from(id))
+            }));
+        }
     }
 }
 

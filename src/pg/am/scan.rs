@@ -29,7 +29,8 @@ use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
 use imgsim_algo::estimator::hamming_at;
-use imgsim_algo::lsh::{phase_rows, superbucket_order, Metric, ProbeSequence, ScanMode};
+use imgsim_algo::lsh::{phase_rows, superbucket_order, Metric, ScanMode};
+use imgsim_algo::probing::{BucketProbing, Buckets, ProbeStop};
 use imgsim_algo::rescore::{take_best, SketchPass, SketchScorer, RESCORE_FACTOR};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -43,8 +44,9 @@ struct ScanState {
     sketch: Vec<u64>,
     /// The asymmetric estimate of the query (sketch scans reorder their shortlist with it).
     scorer: Option<SketchScorer>,
-    probes: Option<ProbeSequence>,
-    probes_done: usize,
+    /// Bucket probing (imgsim_algo::probing, the engine MemIndex::search runs too): None when the
+    /// scan reads sketches, or probes no more (every bucket visited, or the memory budget reached).
+    probing: Option<BucketProbing>,
     /// Sketch scan: the next pass takes keys (Hamming distance, address) from this one on
     /// (imgsim_algo::rescore::pass_key); None when the scan probes buckets or the sketch scan is
     /// exhausted.
@@ -66,7 +68,6 @@ struct ScanState {
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
     /// Entries held in `chains`.
     chain_entries: usize,
-    seen: HashSet<VectorRef>,
     /// Candidates not yet reranked (rank key, address), in no particular order: the key is the
     /// asymmetric sketch estimate in a sketch scan, the sketch Hamming distance when probing buckets.
     pending: Vec<(u32, u64)>,
@@ -85,8 +86,7 @@ impl ScanState {
             query: Vec::new(),
             sketch: Vec::new(),
             scorer: None,
-            probes: None,
-            probes_done: 0,
+            probing: None,
             sketch_from: None,
             sketch_passes: 0,
             order: None,
@@ -95,7 +95,6 @@ impl ScanState {
             visited_rows: 0,
             chains: HashMap::new(),
             chain_entries: 0,
-            seen: HashSet::new(),
             pending: Vec::new(),
             results: Vec::new(),
             null_query: false,
@@ -240,7 +239,7 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
             st.order = Some(superbucket_order(&qh, shape.meta.dir_bits));
         }
     } else {
-        st.probes = Some(qh.probes());
+        st.probing = Some(BucketProbing::new(qh.probes()));
     }
     st.shape = Some(shape);
     st.done = false;
@@ -275,57 +274,78 @@ fn shortlist_bytes(shape: &Shape) -> usize {
     2 * (8 + 8 * shape.params().sketch_words()) + 8 + 2 * size_of::<(u32, u64)>()
 }
 
-/// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found. The cache of
-/// chains read is dropped when it would pass half the scan's memory budget (chains are read again when
-/// needed); when the candidates themselves reach the budget, probing stops for good (NOTICE), and the
-/// scan returns what it found.
+/// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found
+/// (imgsim_algo::probing). The cache of chains read is dropped when it would pass half the scan's
+/// memory budget (chains are read again when needed); when the candidates themselves reach the budget,
+/// probing stops for good (NOTICE), and the scan returns what it found.
 fn probe(index: pg_sys::Relation, st: &mut ScanState, max_probes: usize, max_new: usize) {
     let shape = st.shape.clone().expect("scan started");
     let budget = scan_memory_budget();
-    let mut new = 0;
-    let mut done = 0;
-    while done < max_probes && new < max_new {
-        if st.seen.len() * CANDIDATE_BYTES >= budget {
-            st.probes = None;
+    let Some(probing) = st.probing.as_mut() else {
+        return;
+    };
+    let mut src = PageBuckets {
+        index,
+        shape: &shape,
+        sketch: &st.sketch,
+        chains: &mut st.chains,
+        chain_entries: &mut st.chain_entries,
+        budget,
+    };
+    let max_seen = budget.div_ceil(CANDIDATE_BYTES);
+    match probing.probe(&mut src, &mut st.pending, max_probes, max_new, max_seen) {
+        ProbeStop::Enough => {}
+        ProbeStop::Exhausted => st.probing = None,
+        ProbeStop::Budget => {
+            let seen = probing.seen();
+            st.probing = None;
             pgrx::ereport!(
                 pgrx::PgLogLevel::NOTICE,
                 PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
                 format!(
-                    "lsh index scan stopped probing after {} candidates: work_mem × hash_mem_multiplier reached",
-                    st.seen.len()
+                    "lsh index scan stopped probing after {seen} candidates: work_mem × hash_mem_multiplier reached"
                 ),
                 "The query may return fewer rows than asked for. Raise work_mem to let the scan go further."
             );
-            break;
         }
-        if st.chain_entries * CHAIN_ENTRY_BYTES >= budget / 2 {
-            st.chains.clear();
-            st.chain_entries = 0;
+    }
+}
+
+/// The index's buckets for imgsim_algo::probing: a bucket is read from its superbucket's chain (all
+/// its entries, with their Hamming distances, cached for the scan's later probes), keeping the
+/// entries of the bucket's code.
+struct PageBuckets<'a> {
+    index: pg_sys::Relation,
+    shape: &'a Shape,
+    sketch: &'a [u64],
+    /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
+    chains: &'a mut HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
+    /// Entries held in `chains`.
+    chain_entries: &'a mut usize,
+    budget: usize,
+}
+
+impl Buckets for PageBuckets<'_> {
+    fn bucket(&mut self, table: u32, code: u32, out: &mut Vec<(u32, u64)>) {
+        pg_sys::check_for_interrupts!();
+        if *self.chain_entries * CHAIN_ENTRY_BYTES >= self.budget / 2 {
+            self.chains.clear();
+            *self.chain_entries = 0;
         }
-        let Some(pr) = st.probes.as_mut().and_then(|p| p.next()) else {
-            st.probes = None;
-            break;
-        };
-        done += 1;
-        st.probes_done += 1;
-        if st.probes_done.is_multiple_of(64) {
-            pg_sys::check_for_interrupts!();
-        }
-        let head = shape.head(pr.table as usize, pr.code);
-        let sketch = &st.sketch;
-        let build_id = shape.meta.build_id;
-        let chain_entries = &mut st.chain_entries;
-        let entries = st.chains.entry(head).or_insert_with(|| {
+        let head = self.shape.head(table as usize, code);
+        let (index, sketch, build_id) = (self.index, self.sketch, self.shape.meta.build_id);
+        let chain_entries = &mut *self.chain_entries;
+        let entries = self.chains.entry(head).or_insert_with(|| {
             let c = read_chain(index, head, sketch, build_id);
             *chain_entries += c.len();
             c
         });
-        for &(code, v, ham) in entries.iter() {
-            if code == pr.code && st.seen.insert(v) {
-                st.pending.push((ham, v.0));
-                new += 1;
-            }
-        }
+        out.extend(
+            entries
+                .iter()
+                .filter(|e| e.0 == code)
+                .map(|&(_, v, ham)| (ham, v.0)),
+        );
     }
 }
 
@@ -580,7 +600,7 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                     }
                     return false;
                 }
-            } else if st.probes.is_none() {
+            } else if st.probing.is_none() {
                 return false;
             } else {
                 probe(index, st, probes, max_candidates);
@@ -623,19 +643,19 @@ pub unsafe extern "C-unwind" fn amgettuple(
         let need_batch = !st.started || (st.results.is_empty() && !st.done && !st.null_query);
         let _shared = need_batch.then(|| SharedStructure::lock((*scan).indexRelation));
         if need_batch
-            && (st.probes.is_some() || st.sketch_from.is_some())
+            && (st.probing.is_some() || st.sketch_from.is_some())
             && st
                 .shape
                 .as_ref()
                 .is_some_and(|sh| structure_changed((*scan).indexRelation, sh.meta.build_id))
         {
-            st.probes = None;
+            st.probing = None;
             st.sketch_from = None;
         }
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
             start(scan, st);
-            if !st.done && !st.null_query && st.probes.is_some() {
+            if !st.done && !st.null_query && st.probing.is_some() {
                 let shape = st.shape.clone().expect("scan started");
                 let set = settings((*scan).indexRelation, &shape);
                 let probes = set.probes_per_table * shape.params().tables as usize;
