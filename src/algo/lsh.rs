@@ -40,7 +40,7 @@
 
 use crate::distance;
 use crate::partition::Learned;
-use crate::probing::{BucketProbing, Buckets};
+use crate::probing::{BucketProbing, Buckets, SketchScan, Superbuckets};
 use crate::rescore::{take_best, SketchPass, RESCORE_FACTOR};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -1649,39 +1649,25 @@ impl MemIndex {
             // The best `RESCORE_FACTOR × rerank` by Hamming distance, then the best `rerank` of those
             // by the asymmetric estimate: the server's sketch pass (scan.rs), the same engine, fed
             // blocks of rows instead of pages.
-            let words = self.model.params.sketch_words();
             let cap = rerank.saturating_mul(RESCORE_FACTOR).min(self.rows);
-            let mut pass = SketchPass::new(&qh.sketch, 0, cap);
-            // The rows read: every row, or with learned planes the superbuckets nearest the query
-            // until the first phase's rows (the server's first batch).
-            let visited: Vec<u32> = if self.model.learned().is_some() {
-                let want = phase_rows(self.rows, sp.scan_fraction, cap, 0);
-                let mut v = Vec::new();
-                for sb in superbucket_order(&qh, self.dir_bits) {
-                    if v.len() >= want {
-                        break;
-                    }
-                    v.extend_from_slice(&self.superbuckets[sb as usize]);
-                }
-                v
-            } else {
-                (0..self.rows as u32).collect()
+            // The first pass of the server's first batch: every row, or with learned planes the
+            // superbuckets nearest the query until the first phase's rows.
+            let mut scan = SketchScan::new(
+                &qh,
+                self.dir_bits,
+                self.model.learned().is_some(),
+                self.rows,
+                sp.scan_fraction,
+            );
+            let mut src = MemSuperbuckets {
+                index: self,
+                bytes: Vec::new(),
+                entries: 0,
             };
-            let mut bytes = Vec::new();
-            for block in visited.chunks(SKETCH_BLOCK) {
-                bytes.clear();
-                bytes.extend(
-                    block
-                        .iter()
-                        .flat_map(|&r| self.row_sketch(r).iter().flat_map(|w| w.to_le_bytes())),
-                );
-                let starts: Vec<u32> = (0..block.len()).map(|i| (i * 8 * words) as u32).collect();
-                let rows: Vec<u64> = block.iter().map(|&r| u64::from(r)).collect();
-                pass.offer(&bytes, &starts, &rows);
-            }
-            entries = visited.len();
+            let mut scored = Vec::new();
+            scan.pass(&mut src, cap, cap, &mut scored);
+            entries = src.entries;
             candidates = entries;
-            let (mut scored, _) = pass.finish(&qh.sketch_scorer());
             cands = take_best(&mut scored, rerank)
                 .into_iter()
                 .map(|r| r as u32)
@@ -1740,6 +1726,35 @@ impl MemIndex {
             k,
             self.model.params.metric,
         )
+    }
+}
+
+/// [`MemIndex`]'s superbuckets for [`SketchScan`]: the rows of each, their sketches as bytes.
+struct MemSuperbuckets<'a> {
+    index: &'a MemIndex,
+    bytes: Vec<u8>,
+    /// Rows offered.
+    entries: usize,
+}
+
+impl Superbuckets for MemSuperbuckets<'_> {
+    fn offer(&mut self, sb: u32, pass: &mut SketchPass<'_>) -> Option<usize> {
+        let ids = &self.index.superbuckets[sb as usize];
+        let words = self.index.model.params.sketch_words();
+        for block in ids.chunks(SKETCH_BLOCK) {
+            self.bytes.clear();
+            self.bytes.extend(block.iter().flat_map(|&r| {
+                self.index
+                    .row_sketch(r)
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+            }));
+            let starts: Vec<u32> = (0..block.len()).map(|i| (i * 8 * words) as u32).collect();
+            let rows: Vec<u64> = block.iter().map(|&r| u64::from(r)).collect();
+            pass.offer(&self.bytes, &starts, &rows);
+        }
+        self.entries += ids.len();
+        Some(ids.len())
     }
 }
 

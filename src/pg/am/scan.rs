@@ -29,41 +29,32 @@ use crate::pg::gucs;
 use crate::pg::types::embedding::EmbeddingRef;
 use imgsim_algo::distance;
 use imgsim_algo::estimator::hamming_at;
-use imgsim_algo::lsh::{phase_rows, superbucket_order, Metric, ScanMode};
-use imgsim_algo::probing::{BucketProbing, Buckets, ProbeStop};
-use imgsim_algo::rescore::{take_best, SketchPass, SketchScorer, RESCORE_FACTOR};
+use imgsim_algo::lsh::{Metric, ScanMode};
+use imgsim_algo::probing::{BucketProbing, Buckets, ProbeStop, SketchScan, Superbuckets};
+use imgsim_algo::rescore::{take_best, SketchPass, RESCORE_FACTOR};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 struct ScanState {
     shape: Option<Rc<Shape>>,
     query: Vec<f32>,
     sketch: Vec<u64>,
-    /// The asymmetric estimate of the query (sketch scans reorder their shortlist with it).
-    scorer: Option<SketchScorer>,
     /// Bucket probing (imgsim_algo::probing, the engine MemIndex::search runs too): None when the
     /// scan reads sketches, or probes no more (every bucket visited, or the memory budget reached).
     probing: Option<BucketProbing>,
-    /// Sketch scan: the next pass takes keys (Hamming distance, address) from this one on
-    /// (imgsim_algo::rescore::pass_key); None when the scan probes buckets or the sketch scan is
-    /// exhausted.
-    sketch_from: Option<u64>,
+    /// Sketch scan (imgsim_algo::probing::SketchScan, the same engine as MemIndex's): None when the
+    /// scan probes buckets.
+    sketch_scan: Option<SketchScan>,
     /// Sketch passes made: each takes twice as many rows as the one before (from `RESCORE_FACTOR ×
     /// lsh.rerank`, at most what the scan's memory budget holds), so that a query whose filter rejects
     /// most rows reaches the end in a few passes.
     sketch_passes: u32,
-    /// Sketch scan of an index with learned planes: the superbuckets not yet visited, nearest the
-    /// query first (imgsim_algo::lsh::superbucket_order). None: every chain is in one phase.
-    order: Option<Box<dyn Iterator<Item = u32>>>,
-    /// Chains of the current phase of a sketch scan (passes repeat over them); empty when the next
-    /// pass begins a new phase.
-    phase_heads: Vec<pg_sys::BlockNumber>,
-    /// Chains of every phase so far, and their entries.
-    visited_heads: HashSet<pg_sys::BlockNumber>,
-    visited_rows: usize,
+    /// Chains a sketch scan has assigned to a superbucket (a chain shared by several superbuckets is
+    /// read for the first only).
+    chain_owner: HashMap<pg_sys::BlockNumber, u32>,
     /// Entries of superbucket chains already read: head block -> (code, vector, hamming).
     chains: HashMap<pg_sys::BlockNumber, Vec<(u32, VectorRef, u32)>>,
     /// Entries held in `chains`.
@@ -85,14 +76,10 @@ impl ScanState {
             shape: None,
             query: Vec::new(),
             sketch: Vec::new(),
-            scorer: None,
             probing: None,
-            sketch_from: None,
+            sketch_scan: None,
             sketch_passes: 0,
-            order: None,
-            phase_heads: Vec::new(),
-            visited_heads: HashSet::new(),
-            visited_rows: 0,
+            chain_owner: HashMap::new(),
             chains: HashMap::new(),
             chain_entries: 0,
             pending: Vec::new(),
@@ -232,12 +219,15 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, st: &mut ScanState) {
     });
     st.query = q.values().to_vec();
     st.sketch = qh.sketch.clone();
-    if settings(index, &shape).mode == ScanMode::Sketches {
-        st.sketch_from = Some(0);
-        st.scorer = Some(qh.sketch_scorer());
-        if shape.model.learned().is_some() {
-            st.order = Some(superbucket_order(&qh, shape.meta.dir_bits));
-        }
+    let set = settings(index, &shape);
+    if set.mode == ScanMode::Sketches {
+        st.sketch_scan = Some(SketchScan::new(
+            &qh,
+            shape.meta.dir_bits,
+            shape.model.learned().is_some(),
+            set.rows as usize,
+            set.scan_fraction,
+        ));
     } else {
         st.probing = Some(BucketProbing::new(qh.probes()));
     }
@@ -442,106 +432,52 @@ fn read_chain(
     out
 }
 
-/// One sketch-scan pass (imgsim_algo::rescore::SketchPass, the engine MemIndex::search runs too): the
-/// `cap` smallest keys from `from` on among the table-0 entries of the current phase's chains (each
-/// row is in exactly one), into `pending` keyed by their asymmetric estimate, so that the batches
-/// rerank them best estimate first. A pass from key 0 with no phase open begins one: every chain
-/// (random planes), or with learned planes the next chains in the query's superbucket order until
-/// `imgsim_algo::lsh::phase_rows` rows were read. Returns the key the next pass of this phase
-/// starts from: None when this pass took every key left in the phase (the next pass begins the
-/// next phase, if any: `st.order`), or when the structure was rebuilt under it (a standby) so that
-/// no pass may follow (as with bucket probing, the scan then returns what it has: a rebuild changes
-/// every sketch).
-fn sketch_pass(
+/// Table 0's superbuckets for imgsim_algo::probing::SketchScan: a superbucket's chain, read page by
+/// page, its entries offered with their sketches on the page (Hamming distances taken there).
+struct PageSuperbuckets<'a> {
     index: pg_sys::Relation,
-    st: &mut ScanState,
-    from: u64,
-    cap: usize,
-    first: &FirstPhase,
-) -> Option<u64> {
+    shape: &'a Shape,
+    chain_owner: &'a mut HashMap<pg_sys::BlockNumber, u32>,
+    starts: Vec<u32>,
+    codes: Vec<u32>,
+    rows: Vec<u64>,
+}
+
+impl Superbuckets for PageSuperbuckets<'_> {
+    fn offer(&mut self, sb: u32, pass: &mut SketchPass<'_>) -> Option<usize> {
+        let head = self.shape.heads[sb as usize];
+        if head == page::INVALID_BLOCK || *self.chain_owner.entry(head).or_insert(sb) != sb {
+            return Some(0);
+        }
+        let words = self.shape.params().sketch_words();
+        let (starts, codes, rows) = (&mut self.starts, &mut self.codes, &mut self.rows);
+        let mut count = 0;
+        let complete = walk_chain(self.index, head, self.shape.meta.build_id, |blk, p| {
+            page_entries(p, blk, words, starts, codes, rows);
+            count += rows.len();
+            pass.offer(p.bytes(), starts, rows);
+        });
+        // A standby replayed a rebuild (see walk_chain): the scan ranks what was read and ends.
+        complete.then_some(count)
+    }
+}
+
+/// One sketch-scan pass (imgsim_algo::probing::SketchScan) of at most `cap` rows into `pending`;
+/// false when the scan ended.
+fn sketch_pass(index: pg_sys::Relation, st: &mut ScanState, cap: usize, shortlist: usize) -> bool {
     let shape = st.shape.clone().expect("scan started");
-    let words = shape.params().sketch_words();
-    let build_id = shape.meta.build_id;
-    let sketch = st.sketch.clone();
-    let mut pass = SketchPass::new(&sketch, from, cap);
-    let (mut starts, mut codes, mut rows) = (Vec::new(), Vec::new(), Vec::new());
-    let mut read = |head: pg_sys::BlockNumber, pass: &mut SketchPass, count: &mut usize| {
-        walk_chain(index, head, build_id, |blk, p| {
-            // Hamming distances are taken on the page itself.
-            page_entries(p, blk, words, &mut starts, &mut codes, &mut rows);
-            *count += rows.len();
-            pass.offer(p.bytes(), &starts, &rows);
-        })
+    let Some(scan) = st.sketch_scan.as_mut() else {
+        return false;
     };
-    let mut complete = true;
-    let mut count = 0;
-    if st.phase_heads.is_empty() {
-        let heads = &shape.heads[..1usize << shape.meta.dir_bits];
-        match st.order.as_mut() {
-            None => {
-                let mut all: Vec<pg_sys::BlockNumber> = heads
-                    .iter()
-                    .copied()
-                    .filter(|&h| h != page::INVALID_BLOCK)
-                    .collect();
-                all.sort_unstable();
-                all.dedup();
-                st.phase_heads = all;
-            }
-            Some(order) => {
-                // Begin a phase: chains nearest the query first, read as they are chosen.
-                let want = phase_rows(first.rows, first.fraction, first.shortlist, st.visited_rows);
-                while count < want && complete {
-                    let Some(sb) = order.next() else {
-                        st.order = None;
-                        break;
-                    };
-                    let head = heads[sb as usize];
-                    if head == page::INVALID_BLOCK || !st.visited_heads.insert(head) {
-                        continue;
-                    }
-                    st.phase_heads.push(head);
-                    complete = read(head, &mut pass, &mut count);
-                }
-                st.visited_rows += count;
-                return finish_pass(st, pass, complete);
-            }
-        }
-    }
-    for &head in &st.phase_heads {
-        complete = read(head, &mut pass, &mut count);
-        if !complete {
-            break;
-        }
-    }
-    finish_pass(st, pass, complete)
-}
-
-/// What a sketch scan's first phase reads: `phase_rows(rows, fraction, shortlist, 0)`.
-struct FirstPhase {
-    rows: usize,
-    fraction: f64,
-    shortlist: usize,
-}
-
-/// Ranks what a pass kept into `pending`; returns the key the next pass of the phase starts from
-/// (see [`sketch_pass`]) and closes the phase when there is none.
-fn finish_pass(st: &mut ScanState, pass: SketchPass, complete: bool) -> Option<u64> {
-    // A pass that kept fewer than `cap` keys took every key left: no pass needs to follow.
-    let scorer = st.scorer.as_ref().expect("sketch scan has a scorer");
-    let (scored, last) = pass.finish(scorer);
-    st.pending.extend(scored);
-    if !complete {
-        // A standby replayed a rebuild (see walk_chain): rank what was read, and stop after this
-        // pass.
-        st.order = None;
-        st.phase_heads.clear();
-        return None;
-    }
-    if last.is_none() {
-        st.phase_heads.clear();
-    }
-    last
+    let mut src = PageSuperbuckets {
+        index,
+        shape: &shape,
+        chain_owner: &mut st.chain_owner,
+        starts: Vec::new(),
+        codes: Vec::new(),
+        rows: Vec::new(),
+    };
+    scan.pass(&mut src, cap, shortlist, &mut st.pending)
 }
 
 /// Whether the index's bucket structure is no longer the one with `build_id` (rebuilt by grow.rs).
@@ -557,9 +493,22 @@ fn settings(index: pg_sys::Relation, shape: &Shape) -> gucs::ScanSettings {
         shape.params().bits,
         shape.params().tables,
         shape.params().sketch_bits,
-        reltuples.max(shape.meta.built_rows as f64),
+        reltuples.max(grown_rows(index, shape)),
         shape.model.learned().is_some(),
     )
+}
+
+/// Rows of an index that grew since its layout was chosen, before ANALYZE updates `reltuples`: the
+/// rows it was built with, scaled by how much it grew in pages (at most the 2× that triggers a layout
+/// rebuild, grow.rs, plus what inserts add while one is not possible). A sketch scan's first phase
+/// reads a share of this.
+fn grown_rows(index: pg_sys::Relation, shape: &Shape) -> f64 {
+    let built = shape.meta.built_rows as f64;
+    if shape.meta.built_blocks == 0 {
+        return built; // older meta pages
+    }
+    let growth = f64::from(shape::nblocks(index)) / f64::from(shape.meta.built_blocks);
+    built * growth.max(1.0)
 }
 
 /// Fills `results` with the next batch; false when the scan is exhausted.
@@ -576,7 +525,7 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
     let mut values = Vec::with_capacity(shape.dims());
     loop {
         if st.pending.is_empty() {
-            if let Some(from) = st.sketch_from {
+            if st.sketch_scan.as_ref().is_some_and(|sc| !sc.done()) {
                 // RESCORE_FACTOR × rerank rows (doubling with each pass) are shortlisted by Hamming
                 // distance and reordered by the asymmetric estimate; at most what the scan's memory
                 // budget holds (a hostile lsh.rerank).
@@ -585,17 +534,11 @@ fn next_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                     .saturating_mul(RESCORE_FACTOR << st.sketch_passes.min(20))
                     .min(budget_rows)
                     .max(1);
-                let first = FirstPhase {
-                    rows: set.rows as usize,
-                    fraction: set.scan_fraction,
-                    shortlist: rerank.saturating_mul(RESCORE_FACTOR).min(budget_rows),
-                };
+                let shortlist = rerank.saturating_mul(RESCORE_FACTOR).min(budget_rows);
                 st.sketch_passes += 1;
-                let next = sketch_pass(index, st, from, cap, &first);
-                // The phase goes on from `next`, or the next phase (if any) from key 0.
-                st.sketch_from = next.or(st.order.as_ref().map(|_| 0));
+                let more = sketch_pass(index, st, cap, shortlist);
                 if st.pending.is_empty() {
-                    if st.sketch_from.is_some() {
+                    if more {
                         continue;
                     }
                     return false;
@@ -643,14 +586,16 @@ pub unsafe extern "C-unwind" fn amgettuple(
         let need_batch = !st.started || (st.results.is_empty() && !st.done && !st.null_query);
         let _shared = need_batch.then(|| SharedStructure::lock((*scan).indexRelation));
         if need_batch
-            && (st.probing.is_some() || st.sketch_from.is_some())
+            && (st.probing.is_some() || st.sketch_scan.as_ref().is_some_and(|sc| !sc.done()))
             && st
                 .shape
                 .as_ref()
                 .is_some_and(|sh| structure_changed((*scan).indexRelation, sh.meta.build_id))
         {
             st.probing = None;
-            st.sketch_from = None;
+            if let Some(sc) = st.sketch_scan.as_mut() {
+                sc.stop();
+            }
         }
         if !st.started {
             // First batch: probe the configured number of buckets before ranking.
