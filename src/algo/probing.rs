@@ -261,7 +261,9 @@ mod tests {
                 .map(|sb| {
                     (0..4 + sb % 3)
                         .flat_map(|i| {
-                            ((sb * 7 + i * 13) as u64 * 0x9E37_79B9_7F4A_7C15).to_le_bytes()
+                            ((sb * 7 + i * 13) as u64)
+                                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                                .to_le_bytes()
                         })
                         .collect()
                 })
