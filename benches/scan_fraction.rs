@@ -12,42 +12,23 @@
 use imgsim_algo::lsh::{
     exact_knn, recall, LshModel, LshParams, MemIndex, Metric, ScanMode, SearchParams,
 };
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[path = "npy.rs"]
 mod npy;
-use npy::read_npy;
+#[path = "vectors_cli.rs"]
+mod vectors_cli;
+use vectors_cli::{arg, base_and_queries};
 
 const K: usize = 10;
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
-
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/data/images");
-    let base = arg("--npy").map_or(root.join("base.npy"), PathBuf::from);
-    let qpath = arg("--query-npy").map_or(root.join("queries.npy"), PathBuf::from);
     let nq: usize = arg("--queries").map_or(200, |s| s.parse().expect("--queries"));
-    let holdout: usize = arg("--holdout").map_or(0, |s| s.parse().expect("--holdout"));
     let metric = match arg("--metric").as_deref() {
         Some("l2") => Metric::L2,
         _ => Metric::Cosine,
     };
-    let (mut data, mut n, dims) = read_npy(&base).expect("base npy");
-    let (qdata, qn) = if holdout > 0 {
-        let q = data.split_off((n - holdout) * dims);
-        n -= holdout;
-        (q, holdout)
-    } else {
-        let (q, qn, qd) = read_npy(&qpath).expect("query npy");
-        assert_eq!(qd, dims);
-        (q, qn)
-    };
+    let (data, n, dims, qdata, qn) = base_and_queries();
     let nq = nq.min(qn);
     let sketch_bits = LshParams::suggested_sketch_bits(dims as u32);
     let params = LshParams {

@@ -22,41 +22,22 @@ use imgsim_algo::distance;
 use imgsim_algo::estimator::hamming_scan;
 use imgsim_algo::lsh::{exact_knn, LshModel, LshParams, MeanAccumulator, Metric};
 use imgsim_algo::topk::{f32_key, TopK};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[path = "npy.rs"]
 mod npy;
-use npy::read_npy;
+#[path = "vectors_cli.rs"]
+mod vectors_cli;
+use vectors_cli::{arg, base_and_queries};
 
 const K: usize = 10;
 const RERANKS: [usize; 8] = [100, 200, 300, 400, 500, 600, 800, 1000];
 const MULTS: [usize; 3] = [2, 4, 8];
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
-
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/data/images");
-    let base = arg("--npy").map_or(root.join("base.npy"), PathBuf::from);
-    let qpath = arg("--query-npy").map_or(root.join("queries.npy"), PathBuf::from);
     let nq: usize = arg("--queries").map_or(200, |s| s.parse().expect("--queries"));
     let max_rows: usize = arg("--max-rows").map_or(usize::MAX, |s| s.parse().expect("rows"));
-    let (mut data, mut n, dims) = read_npy(&base).expect("base npy");
-    let holdout: usize = arg("--holdout").map_or(0, |s| s.parse().expect("--holdout"));
-    let (qdata, qn, qd) = if holdout > 0 {
-        // The last `holdout` rows are the queries, removed from the base.
-        let q = data.split_off((n - holdout) * dims);
-        n -= holdout;
-        (q, holdout, dims)
-    } else {
-        read_npy(&qpath).expect("query npy")
-    };
-    assert_eq!(qd, dims);
+    let (mut data, mut n, dims, qdata, qn) = base_and_queries();
     if n > max_rows {
         n = max_rows;
         data.truncate(n * dims);
