@@ -260,6 +260,27 @@ impl<'a> PageRef<'a> {
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, pg_sys::BLCKSZ as usize) }
     }
 
+    /// Asks the CPU to load the page's item area (pd_upper up to the special area) into its caches,
+    /// one request per 64-byte line, so that a reader walking every item waits for memory once per
+    /// page rather than once per few items (a sketch scan reads ~1,000 pages per query, each in a
+    /// different buffer, where the hardware prefetcher starts cold). A hint: no effect on results.
+    pub fn prefetch_items(self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let end = (self.header().pd_special as usize).min(pg_sys::BLCKSZ as usize);
+            let start = (self.header().pd_upper as usize).min(end) & !63;
+            for line in (start..end).step_by(64) {
+                // SAFETY: `line` < BLCKSZ lies inside the page; a prefetch reads nothing and cannot
+                // fault.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        (self.ptr as *const i8).add(line),
+                    )
+                };
+            }
+        }
+    }
+
     /// Number of line pointers on the page.
     pub fn max_offset(self) -> pg_sys::OffsetNumber {
         let h = self.header();

@@ -383,6 +383,7 @@ fn page_entries(
     rows: &mut Vec<u64>,
 ) {
     let raw = p.bytes();
+    p.prefetch_items();
     starts.clear();
     codes.clear();
     rows.clear();
