@@ -141,3 +141,65 @@ pub unsafe fn reserve_guc_prefix(prefix: &'static std::ffi::CStr) {
         pg_sys::MarkGUCPrefixReserved(prefix.as_ptr())
     };
 }
+
+/// Pins `recent`, a buffer this backend found holding block `blk` of `index` earlier, if it still
+/// holds that block (`ReadRecentBuffer`, 14+: a check of the buffer's tag under its header lock
+/// instead of a lookup in the shared buffer mapping table); false when it does not, or on 13, which
+/// lacks the function (the caller then reads the block as usual). 14 and 15 name the relation by its
+/// `RelFileNode`, 16+ by its `RelFileLocator`.
+///
+/// # Safety
+/// `index` is open; `recent` is a shared buffer number (> 0) that this backend got from the buffer
+/// manager.
+pub unsafe fn read_recent_buffer(
+    index: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    recent: pg_sys::Buffer,
+) -> bool {
+    // SAFETY: guaranteed by the caller: a valid buffer number, whose tag the call compares before
+    // pinning.
+    #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+    unsafe {
+        pg_sys::ReadRecentBuffer(
+            (*index).rd_locator,
+            pg_sys::ForkNumber::MAIN_FORKNUM,
+            blk,
+            recent,
+        )
+    }
+    // SAFETY: as above.
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    unsafe {
+        pg_sys::ReadRecentBuffer(
+            (*index).rd_node,
+            pg_sys::ForkNumber::MAIN_FORKNUM,
+            blk,
+            recent,
+        )
+    }
+    #[cfg(feature = "pg13")]
+    {
+        let _ = (index, blk, recent);
+        false
+    }
+}
+
+/// The storage identity of `index` (tablespace, database, relfilenode): a new one after TRUNCATE,
+/// REINDEX or a rewrite.
+///
+/// # Safety
+/// `index` is open.
+pub unsafe fn storage_key(index: pg_sys::Relation) -> [u32; 3] {
+    // SAFETY: reading the open relation's relcache entry.
+    #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+    unsafe {
+        let l = (*index).rd_locator;
+        [l.spcOid.to_u32(), l.dbOid.to_u32(), l.relNumber.to_u32()]
+    }
+    // SAFETY: as above.
+    #[cfg(not(any(feature = "pg16", feature = "pg17", feature = "pg18")))]
+    unsafe {
+        let n = (*index).rd_node;
+        [n.spcNode.to_u32(), n.dbNode.to_u32(), n.relNode.to_u32()]
+    }
+}

@@ -20,7 +20,7 @@
 //! LIMIT when the rows exist. Rows of later batches may be closer than the last one returned before them
 //! (relaxed order).
 
-use super::buffer::{Lock, Locked};
+use super::buffer::Locked;
 use super::grow::SharedStructure;
 use super::page::{self, BucketEntry, VectorRef};
 use super::shape::{self, Shape};
@@ -352,7 +352,7 @@ fn walk_chain(
     let mut blk = head;
     while blk != page::INVALID_BLOCK {
         pg_sys::check_for_interrupts!();
-        let buf = Locked::read(index, blk, Lock::Share);
+        let buf = Locked::read_shared_recent(index, blk);
         let p = buf.page();
         if p.kind() != page::KIND_BUCKET {
             drop(buf);

@@ -136,6 +136,69 @@ mod tests {
         }
     }
 
+    /// Blocks of index `name` for which this backend holds a buffer guess (buffer::recent).
+    fn guessed_blocks(name: &str) -> usize {
+        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid"))
+            .unwrap()
+            .unwrap();
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        // SAFETY: the index exists and stays open and locked while its size is read.
+        unsafe {
+            let index = pg_sys::index_open(oid, lock);
+            let n = (1..shape::nblocks(index))
+                .filter(|&b| crate::pg::am::buffer::recent::guess(index, b).is_some())
+                .count();
+            pg_sys::index_close(index, lock);
+            n
+        }
+    }
+
+    /// Scans read bucket and vector pages through this backend's buffer guesses: the second scan
+    /// (guesses in place) returns what the first did, and after TRUNCATE (stale guesses: the same
+    /// storage, emptied) with a reload, and after REINDEX (new storage), every row of the new data
+    /// comes back once and none of the old.
+    #[pg_test]
+    fn buffer_guesses_survive_truncate_and_reindex() {
+        let mem = twin("twin_r", "");
+        Spi::run("SET LOCAL enable_seqscan = off; SET LOCAL lsh.scan_mode = 'sketches'").unwrap();
+        Spi::run("SET LOCAL lsh.scan_fraction = 1; SET LOCAL lsh.rerank = 150").unwrap();
+        let sp = SearchParams {
+            k: 10,
+            max_candidates: 0,
+            max_probes: 0,
+            rerank: 150,
+            mode: ScanMode::Sketches,
+            scan_fraction: 1.0,
+        };
+        compare("twin_r", &mem, &sp);
+        assert!(guessed_blocks("twin_r_idx") > 0, "the scan left guesses");
+        compare("twin_r", &mem, &sp);
+        let q = literal(&gaussian_unit_vectors(14, 1, DIMS));
+        let every_row = format!(
+            "SELECT count(*), count(DISTINCT id), min(id) FROM (SELECT id FROM twin_r \
+             ORDER BY v <=> {q}::embedding LIMIT 100000) s"
+        );
+        for step in ["TRUNCATE twin_r", "REINDEX INDEX twin_r_idx"] {
+            Spi::run(step).unwrap();
+            if step.starts_with("TRUNCATE") {
+                // The table was created in this transaction, so TRUNCATE empties its storage in
+                // place (same key): the guesses left are stale, PostgreSQL dropped those buffers,
+                // and the tag check must refuse them.
+                assert!(guessed_blocks("twin_r_idx") > 0, "stale guesses kept");
+                let values: Vec<String> = gaussian_unit_vectors(13, 500, DIMS)
+                    .chunks_exact(DIMS)
+                    .enumerate()
+                    .map(|(i, r)| format!("({}, {})", 10_000 + i, literal(r)))
+                    .collect();
+                Spi::run(&format!("INSERT INTO twin_r VALUES {}", values.join(","))).unwrap();
+            }
+            for _ in 0..2 {
+                let got = Spi::get_three::<i64, i64, i32>(&every_row).unwrap();
+                assert_eq!(got, (Some(500), Some(500), Some(10_000)), "after {step}");
+            }
+        }
+    }
+
     #[pg_test]
     fn bucket_probing_matches_the_in_memory_twin() {
         let mem = twin("twin_b", "WITH (tables = 4, bits = 6)");

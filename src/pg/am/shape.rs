@@ -276,7 +276,7 @@ pub fn read_vectors(
         if n % 64 == 63 {
             pg_sys::check_for_interrupts!();
         }
-        let buf = Locked::read(index, run[0].block(), Lock::Share);
+        let buf = Locked::read_shared_recent(index, run[0].block());
         let p = buf.page();
         if p.kind() != page::KIND_VECTOR {
             continue;
