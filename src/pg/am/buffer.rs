@@ -172,21 +172,43 @@ pub fn write_init_fork_page(index: pg_sys::Relation, image: PageRef<'_>) {
 /// only a hint: `ReadRecentBuffer` pins the buffer only if its tag still names the block (the buffer
 /// may have been evicted and reused, the index truncated, rewritten or dropped), else the block is
 /// read as usual and the guess replaced. Keyed by the index's storage (a TRUNCATE or REINDEX gives a
-/// new key). Local buffers (temporary indexes) are never remembered.
+/// new key).
+///
+/// Never for temporary indexes: their buffers are local, and their storage key can equal a
+/// permanent index's (temporary relfilenodes are only unique per backend), whose shared buffers
+/// `ReadRecentBuffer` would then accept. Not on PostgreSQL 13 (no `ReadRecentBuffer`).
+///
+/// `ReadRecentBuffer` pins without raising the buffer's usage count (the clock sweep's measure of
+/// use), so one read in [`recent::REFRESH_EVERY`] (64) takes the usual path, which raises it: a page
+/// that queries keep reading is still raised many times per second at a few hundred queries per
+/// second, far more often than a clock sweep passes over 1 GB of buffers. (One in 8 cost 12 % of a
+/// GloVe query's time: the mapping table is no longer in the CPU caches when it is consulted.)
 pub mod recent {
     use pgrx::pg_sys;
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     /// Indexes with guesses at a time.
     pub const INDEXES: usize = 4;
     /// Blocks per index with a guess (4 MB of buffer numbers, an 8 GB index).
     pub const MAX_BLOCKS: u32 = 1 << 20;
+    /// One read in this many ignores its guess (see the module doc).
+    pub const REFRESH_EVERY: u32 = 64;
 
     type Key = [u32; 3];
 
     thread_local! {
         /// Most recently used first.
         static GUESSES: RefCell<Vec<(Key, Vec<pg_sys::Buffer>)>> = const { RefCell::new(Vec::new()) };
+        /// Guess lookups so far (for REFRESH_EVERY).
+        static LOOKUPS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Whether guesses are kept for `index`: not on 13, not for a temporary index.
+    fn usable(index: pg_sys::Relation) -> bool {
+        // SAFETY: the callers' relation is open; rd_rel is its pg_class row.
+        let temp =
+            unsafe { (*(*index).rd_rel).relpersistence } as u8 == pg_sys::RELPERSISTENCE_TEMP;
+        cfg!(not(feature = "pg13")) && !temp
     }
 
     fn key(index: pg_sys::Relation) -> Key {
@@ -194,8 +216,14 @@ pub mod recent {
         unsafe { crate::pg::compat::storage_key(index) }
     }
 
-    /// The buffer that held block `blk` of `index` when this backend last read it, if any.
+    /// The buffer that held block `blk` of `index` when this backend last read it, if any (and not
+    /// for one lookup in [`REFRESH_EVERY`]).
     pub fn guess(index: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Option<pg_sys::Buffer> {
+        let n = LOOKUPS.get().wrapping_add(1);
+        LOOKUPS.set(n);
+        if n.is_multiple_of(REFRESH_EVERY) || !usable(index) {
+            return None;
+        }
         let k = key(index);
         GUESSES.with_borrow(|g| {
             let (_, bufs) = g.iter().find(|(key, _)| *key == k)?;
@@ -204,9 +232,9 @@ pub mod recent {
     }
 
     /// Remembers that `buf` holds block `blk` of `index` (nothing for a local buffer, a block past
-    /// [`MAX_BLOCKS`], or when memory for the array cannot be had).
+    /// [`MAX_BLOCKS`], an index without guesses, or when memory for the array cannot be had).
     pub fn remember(index: pg_sys::Relation, blk: pg_sys::BlockNumber, buf: pg_sys::Buffer) {
-        if buf <= 0 || blk >= MAX_BLOCKS {
+        if buf <= 0 || blk >= MAX_BLOCKS || !usable(index) {
             return;
         }
         let k = key(index);

@@ -199,6 +199,34 @@ mod tests {
         }
     }
 
+    /// A temporary index keeps no guesses (its storage key may equal a permanent index's) and
+    /// returns every row once.
+    #[pg_test]
+    fn temporary_index_keeps_no_buffer_guesses() {
+        Spi::run(&format!(
+            "CREATE TEMP TABLE tmp_r (id int, v embedding({DIMS})); \
+             CREATE INDEX tmp_r_idx ON tmp_r USING lsh (v embedding_cosine_ops)"
+        ))
+        .unwrap();
+        let values: Vec<String> = gaussian_unit_vectors(15, 300, DIMS)
+            .chunks_exact(DIMS)
+            .enumerate()
+            .map(|(i, r)| format!("({i}, {})", literal(r)))
+            .collect();
+        Spi::run(&format!("INSERT INTO tmp_r VALUES {}", values.join(","))).unwrap();
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let q = literal(&gaussian_unit_vectors(16, 1, DIMS));
+        for _ in 0..2 {
+            let got = Spi::get_two::<i64, i64>(&format!(
+                "SELECT count(*), count(DISTINCT id) FROM (SELECT id FROM tmp_r \
+                 ORDER BY v <=> {q}::embedding LIMIT 100000) s"
+            ))
+            .unwrap();
+            assert_eq!(got, (Some(300), Some(300)));
+        }
+        assert_eq!(guessed_blocks("tmp_r_idx"), 0);
+    }
+
     #[pg_test]
     fn bucket_probing_matches_the_in_memory_twin() {
         let mem = twin("twin_b", "WITH (tables = 4, bits = 6)");
