@@ -17,7 +17,8 @@ pg_imgsim installed for PostgreSQL 18 (release build:
 
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
-        [--reuse-indexes | --reuse-hnsw] [--dbname bench]
+        [--reuse-indexes | --reuse-hnsw] [--dbname bench] [--lsh-with 'tables = 1']
+        [--maintenance-work-mem 2GB]
   (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
@@ -43,6 +44,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reuse-indexes", action="store_true", help="keep the indexes of a previous run (no builds)")
     ap.add_argument("--reuse-hnsw", action="store_true", help="rebuild lsh, keep a previous run's hnsw")
+    ap.add_argument("--lsh-with", default="", help="storage parameters of the lsh index, e.g. 'tables = 1'")
+    ap.add_argument("--maintenance-work-mem", default="2GB",
+                    help="for both builds (hnsw's graph must fit: about 2.5 GB at 1M x 512)")
     a = ap.parse_args()
     op = "<=>" if a.metric == "cosine" else "<->"
     lsh_ops, hnsw_ops = f"embedding_{a.metric}_ops", f"vector_{a.metric}_ops"
@@ -58,7 +62,7 @@ def main():
     dims = c.execute("SELECT vector_dims(v) FROM items LIMIT 1").fetchone()[0]
     rows = c.execute("SELECT count(*) FROM items").fetchone()[0]
     for s in ("max_parallel_workers_per_gather = 0", "max_parallel_maintenance_workers = 0",
-              "maintenance_work_mem = '2GB'", "jit = off"):
+              f"maintenance_work_mem = '{a.maintenance_work_mem}'", "jit = off"):
         c.execute(f"SET {s}")
     print(f"lsh vs hnsw interleaved: {rows} x {dims}, {a.metric}, PostgreSQL {version}, pg_imgsim {imgsim}, "
           f"pgvector {pgv}, {a.queries} queries x {a.rounds} rounds, one backend", flush=True)
@@ -74,7 +78,8 @@ def main():
     c.execute("VACUUM ANALYZE lsh_items")
     c.execute("VACUUM ANALYZE items")
     builds = {"lsh": (float("nan"),) * 2, "hnsw": (float("nan"),) * 2}
-    for name, sql in (("lsh", f"CREATE INDEX IF NOT EXISTS lsh_items_idx ON lsh_items USING lsh (v {lsh_ops})"),
+    lsh_with = f" WITH ({a.lsh_with})" if a.lsh_with else ""
+    for name, sql in (("lsh", f"CREATE INDEX IF NOT EXISTS lsh_items_idx ON lsh_items USING lsh (v {lsh_ops}){lsh_with}"),
                       ("hnsw", f"CREATE INDEX IF NOT EXISTS items_hnsw_idx ON items USING hnsw (v {hnsw_ops}) "
                                "WITH (m = 16, ef_construction = 64)")):
         cpu0, t0 = backend_cpu_ns(pid), time.perf_counter()
@@ -87,6 +92,9 @@ def main():
           f"(CPU {builds['hnsw'][1]:.1f} s): lsh / hnsw = {builds['lsh'][1] / builds['hnsw'][1]:.3f} (CPU); "
           f"size lsh {sizes['lsh']:.0f} MB, hnsw {sizes['hnsw']:.0f} MB, raw vectors "
           f"{rows * dims * 4 / 2**20:.0f} MB", flush=True)
+    info = c.execute("SELECT bits, tables, sketch_bits, superbuckets FROM lsh_index_info('lsh_items_idx')").fetchone()
+    print(f"lsh layout{lsh_with or ' (defaults)'}: bits {info[0]}, tables {info[1]}, sketch bits {info[2]}, "
+          f"superbuckets {info[3]}", flush=True)
 
     qs = [(qid, v) for qid, v in c.execute("SELECT qid, v::text FROM queries ORDER BY qid LIMIT %s",
                                            (a.queries,))]
