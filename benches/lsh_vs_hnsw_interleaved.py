@@ -3,7 +3,8 @@
 On this shared 2-core box single side-by-side runs (benches/lsh_vs_pgvector.sh) vary by up to 2x between
 runs for one method and not the other, so their lsh / hnsw ratios swing. This script puts both indexes
 on one PostgreSQL 18 server (the bench server of benches/lsh_vs_pgvector.sh, started with --keep-servers,
-whose `bench` database holds pgvector's `items` and `queries` for the dataset last loaded there) with
+whose `bench` database holds pgvector's `items` and `queries` for the dataset last loaded there; other
+datasets go into other databases with benches/load_bench_db.py, chosen with --dbname) with
 pg_imgsim installed for PostgreSQL 18 (release build:
 `cargo pgrx install --release --pg-config <pg18 pg_config> --no-default-features --features pg18`):
   * copies `items` into an `embedding` table `lsh_items` and builds the lsh index (default options) and
@@ -18,7 +19,7 @@ pg_imgsim installed for PostgreSQL 18 (release build:
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
         [--reuse-indexes | --reuse-hnsw] [--dbname bench] [--lsh-with 'tables = 1']
-        [--maintenance-work-mem 2GB]
+        [--maintenance-work-mem 2GB] [--prewarm]
   (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
@@ -44,6 +45,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reuse-indexes", action="store_true", help="keep the indexes of a previous run (no builds)")
     ap.add_argument("--reuse-hnsw", action="store_true", help="rebuild lsh, keep a previous run's hnsw")
+    ap.add_argument("--prewarm", action="store_true",
+                    help="load both indexes into shared buffers (pg_prewarm) before timing")
     ap.add_argument("--lsh-with", default="", help="storage parameters of the lsh index, e.g. 'tables = 1'")
     ap.add_argument("--maintenance-work-mem", default="2GB",
                     help="for both builds (hnsw's graph must fit: about 2.5 GB at 1M x 512)")
@@ -92,6 +95,10 @@ def main():
           f"(CPU {builds['hnsw'][1]:.1f} s): lsh / hnsw = {builds['lsh'][1] / builds['hnsw'][1]:.3f} (CPU); "
           f"size lsh {sizes['lsh']:.0f} MB, hnsw {sizes['hnsw']:.0f} MB, raw vectors "
           f"{rows * dims * 4 / 2**20:.0f} MB", flush=True)
+    if a.prewarm:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        pages = c.execute("SELECT pg_prewarm('lsh_items_idx'), pg_prewarm('items_hnsw_idx')").fetchone()
+        print(f"prewarmed: lsh {pages[0]} pages, hnsw {pages[1]} pages", flush=True)
     info = c.execute("SELECT bits, tables, sketch_bits, superbuckets FROM lsh_index_info('lsh_items_idx')").fetchone()
     print(f"lsh layout{lsh_with or ' (defaults)'}: bits {info[0]}, tables {info[1]}, sketch bits {info[2]}, "
           f"superbuckets {info[3]}", flush=True)
