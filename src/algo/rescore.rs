@@ -16,7 +16,7 @@
 //! 256 bits, 200 queries: R = 300 0.892 → 0.964, R = 500 0.945 → 0.985. Rescoring every row instead of
 //! the shortlist gains nothing.
 
-use crate::topk::{f32_key, TopK};
+use crate::topk::f32_key;
 
 /// Rows kept by Hamming distance per row that goes to the exact rerank.
 pub const RESCORE_FACTOR: usize = 4;
@@ -92,7 +92,7 @@ impl SketchScorer {
         2.0 * s - self.total
     }
 
-    /// [`Self::score`] as an ascending key (smaller is closer), for [`TopK`].
+    /// [`Self::score`] as an ascending key (smaller is closer), for [`crate::topk::TopK`].
     #[inline]
     pub fn key(&self, sketch: &[u64]) -> u32 {
         f32_key(-self.score(sketch))
@@ -102,32 +102,42 @@ impl SketchScorer {
 /// The `cap` smallest keys offered, with their sketches: the shortlist to rescore. Keys are any u64
 /// (unique per row; e.g. Hamming distance in the high bits, the row's address below). Memory stays
 /// within about twice `cap` sketches whatever the order keys come in.
+///
+/// Rows below the current threshold are appended; when twice `cap` (+ 64) are held, the `cap`-th
+/// smallest key (a linear-time selection) becomes the threshold and the rest are dropped. So an
+/// offered row costs one comparison, an entering one an append, instead of a sift through a heap
+/// of `cap` keys (a tenth of a GloVe query's sketch pass); the rows kept are the same.
 #[derive(Debug)]
 pub struct Shortlist {
-    top: TopK,
     cap: usize,
     words: usize,
-    /// Keys offered while they were among the best so far, and their sketches (`words` each).
+    /// A row enters iff its key is below this: the `cap`-th smallest key at the last compaction
+    /// (`u64::MAX` before).
+    threshold: u64,
+    /// Keys offered while they were below the threshold, and their sketches (`words` each).
     keys: Vec<u64>,
     sketches: Vec<u64>,
+    /// Room for the selection of the threshold.
+    scratch: Vec<u64>,
 }
 
 impl Shortlist {
     /// An empty shortlist of at most `cap` rows with `words`-word sketches.
     pub fn new(cap: usize, words: usize) -> Shortlist {
         Shortlist {
-            top: TopK::new(cap),
             cap,
             words,
+            threshold: u64::MAX,
             keys: Vec::new(),
             sketches: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
-    /// The key a row must be below to enter (`u64::MAX` until full).
+    /// The key a row must be below to enter (`u64::MAX` until the first compaction).
     #[inline]
     pub fn threshold(&self) -> u64 {
-        self.top.threshold()
+        self.threshold
     }
 
     /// Offers a row.
@@ -137,10 +147,9 @@ impl Shortlist {
     #[inline]
     pub fn push(&mut self, key: u64, sketch: &[u64]) {
         assert_eq!(sketch.len(), self.words, "sketch words");
-        if self.cap == 0 || key >= self.top.threshold() {
+        if self.cap == 0 || key >= self.threshold {
             return;
         }
-        self.top.push_packed(key);
         if self.keys.len() == self.keys.capacity() {
             // Grow by doubling, but never past the compaction bound (what the caller budgets for).
             let add = self.keys.len().max(16).min(self.bound() - self.keys.len());
@@ -159,9 +168,15 @@ impl Shortlist {
         2 * self.cap + 64
     }
 
-    /// Drops the remembered rows that are no longer among the best.
+    /// Keeps the `cap` smallest keys held (and their sketches); their largest becomes the threshold.
     fn compact(&mut self) {
-        let t = self.top.threshold();
+        if self.keys.len() > self.cap {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.keys);
+            let (_, kth, _) = self.scratch.select_nth_unstable(self.cap - 1);
+            self.threshold = *kth;
+        }
+        let t = self.threshold;
         let w = self.words;
         let mut kept = 0;
         for i in 0..self.keys.len() {
@@ -178,12 +193,12 @@ impl Shortlist {
 
     /// Rows kept so far.
     pub fn len(&self) -> usize {
-        self.top.len()
+        self.keys.len().min(self.cap)
     }
 
     /// Whether no row was kept.
     pub fn is_empty(&self) -> bool {
-        self.top.is_empty()
+        self.keys.is_empty()
     }
 
     /// The kept rows as (score key, row key), in no particular order, and the largest row key kept
@@ -415,6 +430,33 @@ mod tests {
         }
         let (empty, last) = Shortlist::new(10, 1).rescore(&SketchScorer::new(&[0.0; 64]));
         assert!(empty.is_empty() && last.is_none());
+        // Ascending order, cap 1, and fewer rows than cap: the same smallest keys.
+        for (cap, n, rev) in [
+            (1usize, 300u64, false),
+            (1, 300, true),
+            (50, 30, true),
+            (64, 64, false),
+        ] {
+            let mut sl = Shortlist::new(cap, 1);
+            let keys: Vec<u64> = if rev {
+                (0..n).rev().collect()
+            } else {
+                (0..n).collect()
+            };
+            for &k in &keys {
+                sl.push(k, &[k]);
+            }
+            assert_eq!(sl.len(), cap.min(n as usize));
+            let (scored, last) = sl.rescore(&SketchScorer::new(&[0.0; 64]));
+            let mut got: Vec<u64> = scored.iter().map(|&(_, k)| k).collect();
+            got.sort_unstable();
+            assert_eq!(
+                got,
+                (0..(cap as u64).min(n)).collect::<Vec<_>>(),
+                "cap {cap} n {n}"
+            );
+            assert_eq!(last, Some((cap as u64).min(n) - 1));
+        }
     }
 
     /// Passes over rows offered in uneven groups, each starting after the last key of the one
