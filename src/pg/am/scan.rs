@@ -258,10 +258,11 @@ const CHAIN_ENTRY_BYTES: usize = size_of::<(u32, VectorRef, u32)>();
 const CANDIDATE_BYTES: usize = 3 * size_of::<VectorRef>() + size_of::<(u32, VectorRef)>();
 
 /// Bytes per row of a sketch pass's shortlist: up to twice its key and sketch (rescore::Shortlist
-/// keeps at most 2 × cap + 64 of them, allocated to that bound), its heap entry, its rescored entry
-/// (rescore::SketchPass::finish) and its place in `pending`, which exist together for a moment.
+/// keeps at most 2 × cap + 64 of them, allocated to that bound), up to twice its key again in the
+/// copy the shortlist selects its threshold from, its rescored entry (rescore::SketchPass::finish)
+/// and its place in `pending`, which exist together for a moment.
 fn shortlist_bytes(shape: &Shape) -> usize {
-    2 * (8 + 8 * shape.params().sketch_words()) + 8 + 2 * size_of::<(u32, u64)>()
+    2 * (8 + 8 * shape.params().sketch_words()) + 2 * 8 + 2 * size_of::<(u32, u64)>()
 }
 
 /// Probes up to `max_probes` more buckets, or until `max_new` new candidates were found
