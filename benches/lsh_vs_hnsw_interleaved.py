@@ -19,7 +19,7 @@ pg_imgsim installed for PostgreSQL 18 (release build:
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
         [--reuse-indexes | --reuse-hnsw] [--dbname bench] [--lsh-with 'tables = 1']
-        [--maintenance-work-mem 2GB] [--prewarm]
+        [--maintenance-work-mem 2GB] [--prewarm] [--ivfflat LISTS --probes 10,20,40]
   (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
@@ -45,6 +45,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reuse-indexes", action="store_true", help="keep the indexes of a previous run (no builds)")
     ap.add_argument("--reuse-hnsw", action="store_true", help="rebuild lsh, keep a previous run's hnsw")
+    ap.add_argument("--ivfflat", type=int, default=0, metavar="LISTS",
+                    help="also pgvector's ivfflat with LISTS lists (built unless it exists), timed at --probes")
+    ap.add_argument("--probes", default="10,20,40", help="ivfflat.probes settings (with --ivfflat)")
     ap.add_argument("--prewarm", action="store_true",
                     help="load both indexes into shared buffers (pg_prewarm) before timing")
     ap.add_argument("--lsh-with", default="", help="storage parameters of the lsh index, e.g. 'tables = 1'")
@@ -89,6 +92,19 @@ def main():
         c.execute(sql)
         if not a.reuse_indexes and not (a.reuse_hnsw and name == "hnsw"):
             builds[name] = (time.perf_counter() - t0, (backend_cpu_ns(pid) - cpu0) / 1e9)
+    if a.ivfflat:
+        # ivfflat on its own copy of `items`, so that the planner cannot pick hnsw instead.
+        if not c.execute("SELECT to_regclass('ivf_items')").fetchone()[0]:
+            c.execute("CREATE TABLE ivf_items AS SELECT id, v FROM items")
+            c.execute("VACUUM ANALYZE ivf_items")
+        if c.execute("SELECT to_regclass('items_ivf_idx')").fetchone()[0]:
+            print("ivfflat: items_ivf_idx reused", flush=True)
+        else:
+            cpu0, t0 = backend_cpu_ns(pid), time.perf_counter()
+            c.execute(f"CREATE INDEX items_ivf_idx ON ivf_items USING ivfflat (v {hnsw_ops}) WITH (lists = {a.ivfflat})")
+            wall, cpu = time.perf_counter() - t0, (backend_cpu_ns(pid) - cpu0) / 1e9
+            mb = c.execute("SELECT pg_relation_size('items_ivf_idx')").fetchone()[0] / 2**20
+            print(f"build: ivfflat lists {a.ivfflat} {wall:.1f} s (CPU {cpu:.1f} s), {mb:.0f} MB", flush=True)
     sizes = {n: c.execute(f"SELECT pg_relation_size('{i}')").fetchone()[0] / 2**20
              for n, i in (("lsh", "lsh_items_idx"), ("hnsw", "items_hnsw_idx"), ("raw", "items"))}
     print(f"build: lsh {builds['lsh'][0]:.1f} s (CPU {builds['lsh'][1]:.1f} s), hnsw {builds['hnsw'][0]:.1f} s "
@@ -99,6 +115,8 @@ def main():
         c.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
         pages = c.execute("SELECT pg_prewarm('lsh_items_idx'), pg_prewarm('items_hnsw_idx')").fetchone()
         print(f"prewarmed: lsh {pages[0]} pages, hnsw {pages[1]} pages", flush=True)
+        if a.ivfflat:
+            c.execute("SELECT pg_prewarm('items_ivf_idx')")
     info = c.execute("SELECT bits, tables, sketch_bits, superbuckets FROM lsh_index_info('lsh_items_idx')").fetchone()
     print(f"lsh layout{lsh_with or ' (defaults)'}: bits {info[0]}, tables {info[1]}, sketch bits {info[2]}, "
           f"superbuckets {info[3]}", flush=True)
@@ -123,17 +141,22 @@ def main():
     for sql in (lsh_sql, hnsw_sql):
         plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + sql, (qs[0][1],)))
         assert "Index Scan" in plan, plan
+    probes = [int(x) for x in a.probes.split(",")] if a.ivfflat else []
+    ivf_sql = f"SELECT id FROM ivf_items ORDER BY v {op} %s::vector LIMIT 10"
+    if a.ivfflat:
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + ivf_sql, (qs[0][1],)))
+        assert "items_ivf_idx" in plan, plan
     if a.reuse_indexes or a.reuse_hnsw:
         for qid, v in qs[:5]:  # bring the reused indexes into shared buffers
             c.execute(lsh_sql, (v,)).fetchall()
             c.execute(hnsw_sql, (v,)).fetchall()
     reranks = a.rerank.split(",")
     efs = [int(x) for x in a.ef.split(",")]
-    res = {("lsh", r): [] for r in reranks} | {("hnsw", e): [] for e in efs}
+    res = {("lsh", r): [] for r in reranks} | {("hnsw", e): [] for e in efs} | {("ivf", p): [] for p in probes}
     for _ in range(a.rounds):
         for qid, v in qs:
             # Each query at every setting of both methods, alternating lsh and hnsw.
-            for i in range(max(len(reranks), len(efs))):
+            for i in range(max(len(reranks), len(efs), len(probes))):
                 pairs = []
                 if i < len(reranks):
                     r, _, f = reranks[i].partition("@")
@@ -141,6 +164,8 @@ def main():
                                   f"SET lsh.rerank = {int(r)}; SET lsh.scan_fraction = {float(f or 0)}"))
                 if i < len(efs):
                     pairs.append((("hnsw", efs[i]), hnsw_sql, f"SET hnsw.ef_search = {efs[i]}"))
+                if i < len(probes):
+                    pairs.append((("ivf", probes[i]), ivf_sql, f"SET ivfflat.probes = {probes[i]}"))
                 for key, sql, setting in pairs:
                     got, ms, cpu = run(sql, setting, v)
                     res[key].append((len(truth[qid] & set(got)) / 10, ms, cpu))
@@ -151,7 +176,7 @@ def main():
         ms = statistics.median(x[1] for x in xs)
         cpu = statistics.median(x[2] for x in xs)
         curve.setdefault(m, []).append((rec, 1e3 / cpu))
-        label = f"rerank={s}" if m == "lsh" else f"ef_search={s}"
+        label = {"lsh": f"rerank={s}", "hnsw": f"ef_search={s}", "ivf": f"probes={s}"}[m]
         print(f"{m:<6} {label:<16} {rec:>9.3f} {ms:>10.2f} {cpu:>14.2f} {1e3 / cpu:>8.0f}")
     hn = sorted(curve["hnsw"])
     for rec, qps in sorted(curve["lsh"]):
