@@ -19,10 +19,12 @@ pg_imgsim installed for PostgreSQL 18 (release build:
     .cache/venv/bin/python benches/lsh_vs_hnsw_interleaved.py [--metric cosine|l2] [--queries 100]
         [--rerank 200,500,1000,2000] [--ef 40,80,160,320,640] [--rounds 2] [--port 54418]
         [--reuse-indexes | --reuse-hnsw] [--dbname bench] [--lsh-with 'tables = 1']
-        [--maintenance-work-mem 2GB] [--prewarm] [--ivfflat LISTS --probes 10,20,40]
+        [--maintenance-work-mem 2GB] [--prewarm] [--ivfflat LISTS --probes 10,20,40] [--json OUT]
   (a --rerank entry R@F also sets lsh.scan_fraction = F: the share of rows a sketch scan reads first)
 """
 import argparse
+import json
+import os
 import statistics
 import time
 
@@ -48,6 +50,7 @@ def main():
     ap.add_argument("--ivfflat", type=int, default=0, metavar="LISTS",
                     help="also pgvector's ivfflat with LISTS lists (built unless it exists), timed at --probes")
     ap.add_argument("--probes", default="10,20,40", help="ivfflat.probes settings (with --ivfflat)")
+    ap.add_argument("--json", help="also write the rows as a results file for benches/plot_recall_qps.py")
     ap.add_argument("--prewarm", action="store_true",
                     help="load both indexes into shared buffers (pg_prewarm) before timing")
     ap.add_argument("--lsh-with", default="", help="storage parameters of the lsh index, e.g. 'tables = 1'")
@@ -170,6 +173,7 @@ def main():
                     got, ms, cpu = run(sql, setting, v)
                     res[key].append((len(truth[qid] & set(got)) / 10, ms, cpu))
     curve = {}
+    rows_out = []
     print(f"{'method':<6} {'setting':<16} {'recall@10':>9} {'median ms':>10} {'median CPU ms':>14} {'QPS/CPU':>8}")
     for (m, s), xs in res.items():
         rec = statistics.mean(x[0] for x in xs)
@@ -178,6 +182,16 @@ def main():
         curve.setdefault(m, []).append((rec, 1e3 / cpu))
         label = {"lsh": f"rerank={s}", "hnsw": f"ef_search={s}", "ivf": f"probes={s}"}[m]
         print(f"{m:<6} {label:<16} {rec:>9.3f} {ms:>10.2f} {cpu:>14.2f} {1e3 / cpu:>8.0f}")
+        rows_out.append({"method": {"lsh": "lsh", "hnsw": "pgvector hnsw", "ivf": "pgvector ivfflat"}[m],
+                         "setting": label, "recall": rec, "qps": 1e3 / ms, "qps_cpu": 1e3 / cpu})
+        build_cpu = builds.get(m, (float("nan"),) * 2)[1]
+        if build_cpu == build_cpu:  # measured in this run (not NaN)
+            rows_out[-1]["build_s"] = build_cpu
+    if a.json:
+        doc = {"rows": rows, "dims": dims, "queries": a.queries, "data_desc": a.dbname,
+               "machine": {"cpus": os.cpu_count()}, "date": time.strftime("%Y-%m-%d"), "results": rows_out}
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
     hn = sorted(curve["hnsw"])
     for rec, qps in sorted(curve["lsh"]):
         lo = [p for p in hn if p[0] <= rec]

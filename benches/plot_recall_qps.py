@@ -28,7 +28,7 @@ def _font(size):
         return ImageFont.load_default()
 
 
-SWEPT = ("probes=", "ef_search=")
+SWEPT = ("probes=", "ef_search=", "rerank=")
 
 
 def _split(setting):
@@ -36,7 +36,7 @@ def _split(setting):
     toks = setting.split()
     swept = [t for t in toks if t.startswith(SWEPT)]
     rest = [t for t in toks if not t.startswith(SWEPT)]
-    short = swept[0].replace("probes=", "p").replace("ef_search=", "ef") if swept else ""
+    short = swept[0].replace("probes=", "p").replace("ef_search=", "ef").replace("rerank=", "r") if swept else ""
     return short, " ".join(rest)
 
 
@@ -131,7 +131,8 @@ def plot(doc, path, key="qps"):
         d.text((LEFT + pw + LEGEND_X + 20, ly + 11), legend, fill="black", font=fs, anchor="lm")
         ly += 24
     ly += 10
-    for line in ("p = lsh.probes / ivfflat.probes", "ef = hnsw.ef_search", "dashed: recall 0.95, 100x exact",
+    for line in ("p = lsh.probes / ivfflat.probes", "ef = hnsw.ef_search", "r = lsh.rerank[@scan_fraction]",
+                 "dashed: recall 0.95, 100x exact",
                  f"{doc['date']}"):
         d.text((LEFT + pw + LEGEND_X, ly), line, fill=(80, 80, 80), font=fs, anchor="lm")
         ly += 18
