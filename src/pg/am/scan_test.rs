@@ -38,19 +38,26 @@ mod tests {
             "CREATE INDEX {name}_idx ON {name} USING lsh (v embedding_cosine_ops) {with}"
         ))
         .unwrap();
-        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}_idx'::regclass::oid"))
+        let model = with_index(&format!("{name}_idx"), |index| {
+            shape::load(index).expect("index built").model.clone()
+        });
+        MemIndex::with_model(model, Arc::from(data.as_slice())).unwrap()
+    }
+
+    /// `f` of index `name`, open and AccessShareLocked while it runs.
+    fn with_index<R>(name: &str, f: impl FnOnce(pg_sys::Relation) -> R) -> R {
+        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid"))
             .unwrap()
             .unwrap();
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        // SAFETY: the index exists (created above, in this transaction) and stays open and locked
-        // while its meta page is read.
-        let model = unsafe {
+        // SAFETY: the index exists (created by the test, in this transaction) and stays open and
+        // locked while `f` reads it.
+        unsafe {
             let index = pg_sys::index_open(oid, lock);
-            let s = shape::load(index).expect("index built");
+            let r = f(index);
             pg_sys::index_close(index, lock);
-            s.model.clone()
-        };
-        MemIndex::with_model(model, Arc::from(data.as_slice())).unwrap()
+            r
+        }
     }
 
     /// Compares the top 10 of 15 queries between the server (settings already SET) and `mem`.
@@ -138,19 +145,11 @@ mod tests {
 
     /// Blocks of index `name` for which this backend holds a buffer guess (buffer::recent).
     fn guessed_blocks(name: &str) -> usize {
-        let oid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid"))
-            .unwrap()
-            .unwrap();
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        // SAFETY: the index exists and stays open and locked while its size is read.
-        unsafe {
-            let index = pg_sys::index_open(oid, lock);
-            let n = (1..shape::nblocks(index))
+        with_index(name, |index| {
+            (1..shape::nblocks(index))
                 .filter(|&b| crate::pg::am::buffer::recent::guess(index, b).is_some())
-                .count();
-            pg_sys::index_close(index, lock);
-            n
-        }
+                .count()
+        })
     }
 
     /// Scans read bucket and vector pages through this backend's buffer guesses: the second scan
